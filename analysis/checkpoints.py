@@ -1,0 +1,140 @@
+"""Model checkpoints: safetensors weights plus one ``manifest.json`` with config and sha256.
+
+Nothing is ever unpickled. Loading verifies the file's sha256 against the manifest
+and refuses a mismatch. Weights may be stored in float16 to keep the folder small;
+they are loaded back as float32.
+
+Manifest layout::
+
+    {"format": 1, "entries": {NAME: {"file": "NAME.safetensors", "sha256": "...",
+        "config": {"dataset", "arch", "width", "num_classes", "attack", "attack_settings",
+                   "train": {...}}, "metrics": {"ma", "asr"}, "train_seconds",
+        "dtype", "versions": {...}}}}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .models import build_model
+
+MANIFEST = "manifest.json"
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+class ChecksumError(ValueError):
+    """A checkpoint file does not match the sha256 recorded in its manifest."""
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(folder: str | Path = DEFAULT_DIR) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return {"format": 1, "entries": {}}
+    with open(path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("entries"), dict):
+        raise ValueError(f"{path}: not a checkpoint manifest (expected an object with 'entries')")
+    return manifest
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import safetensors
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "safetensors": safetensors.__version__}
+
+
+def save_checkpoint(
+    model: nn.Module,
+    name: str,
+    config: dict[str, Any],
+    folder: str | Path = DEFAULT_DIR,
+    metrics: dict[str, float] | None = None,
+    train_seconds: float | None = None,
+    half: bool = True,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``NAME.safetensors`` and its manifest entry; returns the weights' path.
+
+    ``config`` must let :func:`load_checkpoint` rebuild the model (``arch``, ``width``,
+    ``num_classes``). ``extra_tensors`` (e.g. a trigger pattern) are stored beside the
+    weights under ``extra.``-prefixed keys.
+    """
+    from safetensors.torch import save_file
+
+    for key in ("arch", "width", "num_classes"):
+        if key not in config:
+            raise ValueError(f"config: missing {key!r} (needed to rebuild the model)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        tensors[key] = value.half() if half and value.is_floating_point() else value
+    for key, value in (extra_tensors or {}).items():
+        tensors[f"extra.{key}"] = value.detach().cpu().contiguous()
+    path = folder / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    manifest = read_manifest(folder)
+    manifest["entries"][name] = {
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "config": config,
+        "metrics": metrics or {},
+        "train_seconds": train_seconds,
+        "dtype": "float16" if half else "float32",
+        "versions": library_versions(),
+    }
+    with open(folder / MANIFEST, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    return path
+
+
+def load_checkpoint(
+    name: str, folder: str | Path = DEFAULT_DIR, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor]]:
+    """Verify and load entry ``name``: returns ``(model in eval mode, manifest entry, extra tensors)``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    entries = read_manifest(folder)["entries"]
+    if name not in entries:
+        raise KeyError(f"name: no checkpoint {name!r} in {folder / MANIFEST}; available: {sorted(entries)}")
+    entry = entries[name]
+    path = folder / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {name!r}: file {path} listed in the manifest is missing")
+    actual = sha256_of(path)
+    if actual != entry["sha256"]:
+        raise ChecksumError(
+            f"checkpoint {name!r}: {path} has sha256 {actual}, the manifest says {entry['sha256']}; "
+            "refusing to load a modified file (rebuild it or restore the original)"
+        )
+    tensors = load_file(str(path))
+    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    weights = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith("extra.")}
+    config = entry["config"]
+    model = build_model(config["arch"], int(config["num_classes"]), config["width"])
+    model.load_state_dict(weights)
+    return model.to(device).eval(), entry, extra
+
+
+def has_checkpoint(name: str, folder: str | Path = DEFAULT_DIR) -> bool:
+    entries = read_manifest(folder)["entries"]
+    return name in entries and (Path(folder) / entries[name]["file"]).is_file()

@@ -1,0 +1,91 @@
+"""Command line: ``python -m analysis demo`` (more subcommands join as the toolkit grows)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .checkpoints import DEFAULT_DIR
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from .pipeline import analyse, attacked_model
+    from .plotting import histogram_figure, layerwise_curve_figure, write_html_report
+    from .training import TrainConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    checkpoints = None if args.no_checkpoints else Path(args.checkpoints)
+    config = TrainConfig(epochs=args.epochs, seed=args.seed)
+    run = attacked_model(
+        "digits", args.arch, "badnets", config=config, checkpoints=checkpoints, retrain=args.retrain,
+        save=args.save_checkpoint, device=args.device, progress=not args.no_progress,
+    )
+    source = f"loaded from {run.loaded_from}" if run.loaded_from else f"trained in {run.train_seconds:.0f} s"
+    result = analyse(run, tau=args.tau)
+    det, ev = result.detector, result.evaluation
+    target = run.attack.target
+    print(f"digits + {args.arch} + BadNets (target {target}, rate {run.attack.rate:.0%}): model {source}")
+    print(f"  reference / evaluation images: {len(run.data.reference)} / {len(run.data.test)} benign, "
+          f"{len(run.poisoned_test)} poisoned")
+    pct = ev.as_percentages()
+    print(f"  MA  {pct['ma']:6.2f} %   ASR {pct['asr']:6.2f} %")
+    print(f"  LOI of target class {target}: layer {ev.loi} of {det.n_layers_} "
+          f"({det.layer_names_[ev.loi - 1]}); scored layers {list(det.score_layers_[target])}")
+    print(f"  detector at tau = {args.tau}:  TPR {pct['tpr']:6.2f} %   FPR {pct['fpr']:6.2f} %   AUROC {pct['auroc']:6.2f} %")
+
+    benign_target = run.data.test.of_class(target)
+    poisoned_as_target = run.poisoned_test.subset(np.flatnonzero(result.on_poisoned.predicted == target))
+    benign_curves = det.layerwise_similarity(run.model, benign_target, target)
+    poisoned_curves = det.layerwise_similarity(run.model, poisoned_as_target, target) if len(poisoned_as_target) else (
+        np.empty((0, det.n_layers_)))
+    on_target = result.on_benign.predicted == target
+    figures = [
+        layerwise_curve_figure(benign_curves, poisoned_curves, det.loi_[target], det.score_layers_[target],
+                               title=f"Layer-wise cosine similarity to class {target}'s benign centroids"),
+        histogram_figure(result.on_benign.scores[on_target], result.on_poisoned.scores[result.on_poisoned.predicted == target],
+                         f"Summed similarity at layers {list(det.score_layers_[target])} (inputs predicted as {target})",
+                         "score", threshold=det.thresholds()[target]),
+    ]
+    summary = {"model": source, "MA %": f"{pct['ma']:.2f}", "ASR %": f"{pct['asr']:.2f}",
+               f"LOI (class {target})": ev.loi, "tau": args.tau, "TPR %": f"{pct['tpr']:.2f}",
+               "FPR %": f"{pct['fpr']:.2f}", "AUROC %": f"{pct['auroc']:.2f}"}
+    path = write_html_report(args.out, "Layer-wise backdoor analysis: digits + BadNets", summary, figures)
+    print(f"  report: {path}   ({time.perf_counter() - started:.0f} s in all)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="digits + BadNets: train or load, detect, report")
+    demo.add_argument("--arch", choices=("resnet18", "mobilenetv2"), default="resnet18")
+    demo.add_argument("--epochs", type=int, default=30, help="training epochs when no checkpoint is used")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--tau", type=float, default=2.5, help="detection threshold in standard deviations")
+    demo.add_argument("--checkpoints", default=str(DEFAULT_DIR), help="folder with manifest.json")
+    demo.add_argument("--no-checkpoints", action="store_true", help="never load a checkpoint: always train")
+    demo.add_argument("--retrain", action="store_true", help="train even when a checkpoint exists")
+    demo.add_argument("--save-checkpoint", action="store_true", help="write the trained model to --checkpoints")
+    demo.add_argument("--out", default="reports/demo.html", help="HTML report path")
+    demo.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    demo.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""The layer-wise detector of poisoned inputs (paper, Algorithm 2), with a scikit-learn interface.
+
+Layers are numbered 1..L as in the paper (index 0 of a feature list is layer 1).
+
+Fit, on the defender's benign reference samples, grouped by their true label t:
+
+1. centroid of t's features at every layer (Definition 1);
+2. cosine similarity of each reference sample of t to that centroid, and their mean
+   per layer, ``mean_similarity_[t]`` (Definition 2, Algorithm 2 lines 5-7);
+3. ``loi_[t]``: over l in {⌊L/2⌋+1, …, L}, the layer with the largest increase of the mean
+   similarity over layer l-1; ties keep the first (strict ``>``, Algorithm 1);
+4. a reference sample's score is the sum of its similarities at LOI_t-2, LOI_t-1, LOI_t;
+   ``mu_[t]`` and ``sigma_[t]`` are the mean and population std (ddof = 0) of those scores.
+
+Predict: an input predicted as t is flagged (True = poisoned) when its score is below
+``mu_[t] - tau * sigma_[t]``.
+
+Deviations from the paper, all documented and optional:
+
+* centroids are estimated at every layer, not only ⌊L/2⌋..L, so that the full Fig. 2
+  curves can be drawn (:meth:`layerwise_similarity`); the LOI rule and the scores only
+  read layers ⌊L/2⌋-1..L, exactly as Algorithm 2 (the -1 makes LOI-2 always exist).
+* ``score_layers`` replaces LOI-2..LOI by fixed layers for every class (Table 6);
+* ``metric="euclidean"`` sums Euclidean distances instead and flags scores above
+  ``mu + tau * sigma`` (Table 8); the LOI is still located with cosine similarity.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .data import LabeledImages
+from .features import iter_features, paper_layers
+from .similarity import as_float64, cosine_to, euclidean_to
+
+Metric = Literal["cosine", "euclidean"]
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def layer_of_interest(mean_similarity: Sequence[float]) -> int:
+    """Algorithm 1: the 1-indexed layer l in {⌊L/2⌋+1, …, L} maximising ``cs[l] - cs[l-1]``.
+
+    ``mean_similarity`` holds one value per layer (index 0 = layer 1, length L); only
+    layers ⌊L/2⌋..L are read. Ties keep the first layer (strict ``>``).
+    """
+    values = np.asarray(mean_similarity, dtype=np.float64)
+    n_layers = len(values)
+    if n_layers < 4:
+        raise ValueError(f"mean_similarity: the rule needs at least 4 layers, got {n_layers}")
+    half = n_layers // 2
+    cs = lambda layer: values[layer - 1]  # noqa: E731 - 1-indexed view
+    if not np.all(np.isfinite(values[half - 1 :])):
+        raise ValueError(f"mean_similarity: non-finite value among layers {half}..{n_layers}: {values[half - 1:]}")
+    best_layer, best_diff = half + 1, cs(half + 1) - cs(half)
+    for layer in range(half + 2, n_layers + 1):
+        diff = cs(layer) - cs(layer - 1)
+        if diff > best_diff:
+            best_layer, best_diff = layer, diff
+    return best_layer
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What :meth:`LayerwiseDetector.detect` found, one entry per input."""
+
+    predicted: np.ndarray  # [N] int64, the model's class
+    scores: np.ndarray  # [N] float64, summed similarity (or distance) to the predicted class
+    flagged: np.ndarray  # [N] bool, True = poisoned
+
+
+class LayerwiseDetector:
+    """Flag inputs whose summed similarity to benign class centroids at LOI-2..LOI is abnormally low.
+
+    Parameters
+    ----------
+    tau : threshold in standard deviations (paper: 2.5).
+    metric : ``"cosine"`` (paper) or ``"euclidean"`` (Table 8).
+    layers : module paths of the model's L layers, in order; default: the model's
+        ``paper_layers``. Only used by :meth:`fit`.
+    score_layers : 1-indexed layers to score on instead of LOI-2..LOI (Table 6); the
+        LOI is still computed and reported.
+    batch_size : inputs per forward pass.
+    unknown_class : what to do with an input predicted as a class that had no reference
+        samples: ``"raise"`` (default), ``"flag"`` (score NaN, flagged) or ``"ignore"``
+        (score NaN, not flagged).
+
+    Learned attributes: ``n_layers_``, ``classes_``, ``layer_names_`` (None after
+    :meth:`fit_features`), ``centroids_`` (class -> list of L tensors [D_l]),
+    ``mean_similarity_`` (class -> [L]), ``loi_`` (class -> layer), ``score_layers_``
+    (class -> tuple of layers), ``reference_scores_`` (class -> [m]), ``mu_``, ``sigma_``.
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.5,
+        metric: Metric = "cosine",
+        layers: Sequence[str] | None = None,
+        score_layers: Sequence[int] | None = None,
+        batch_size: int = 256,
+        unknown_class: Literal["raise", "flag", "ignore"] = "raise",
+    ) -> None:
+        self.tau = tau
+        self.metric = metric
+        self.layers = layers
+        self.score_layers = score_layers
+        self.batch_size = batch_size
+        self.unknown_class = unknown_class
+
+    # ------------------------------------------------------------------ settings
+    def _check_settings(self) -> None:
+        if self.metric not in ("cosine", "euclidean"):
+            raise ValueError(f"metric: expected 'cosine' or 'euclidean', got {self.metric!r}")
+        if not np.isfinite(self.tau) or self.tau < 0:
+            raise ValueError(f"tau: expected a finite number >= 0, got {self.tau}")
+        if self.unknown_class not in ("raise", "flag", "ignore"):
+            raise ValueError(f"unknown_class: expected 'raise', 'flag' or 'ignore', got {self.unknown_class!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {self.batch_size}")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "mu_"):
+            raise RuntimeError("this LayerwiseDetector is not fitted yet: call fit(model, reference) or fit_features(...)")
+
+    # ------------------------------------------------------------------ fitting
+    def fit_features(self, features: Sequence[ArrayLike], labels: ArrayLike) -> "LayerwiseDetector":
+        """Fit on precomputed reference features: L arrays ``[N, D_l]`` in layer order, true labels ``[N]``."""
+        self._check_settings()
+        labels_np = _as_labels(labels, "labels")
+        feats = _check_feature_list(features, len(labels_np), expected_layers=None)
+        if any(f is None for f in feats):
+            raise ValueError("features: fit_features needs an array for every layer, got None")
+        classes = _check_reference_classes(labels_np)
+        centroids = {
+            int(t): [as_float64(f)[torch.as_tensor(labels_np == t, device=_device_of(f))].mean(0) for f in feats]
+            for t in classes
+        }
+        cos = np.zeros((len(labels_np), len(feats)))
+        dist = np.zeros_like(cos) if self.metric == "euclidean" else None
+        for t in classes:
+            rows = np.flatnonzero(labels_np == t)
+            for i, f in enumerate(feats):
+                sub = as_float64(f)[torch.as_tensor(rows, device=_device_of(f))]
+                cos[rows, i] = cosine_to(sub, centroids[int(t)][i]).cpu().numpy()
+                if dist is not None:
+                    dist[rows, i] = euclidean_to(sub, centroids[int(t)][i]).cpu().numpy()
+        self.layer_names_ = None
+        return self._fit_from_similarities(centroids, labels_np, cos, dist)
+
+    def fit(self, model: nn.Module, reference: LabeledImages) -> "LayerwiseDetector":
+        """Fit on the model's features of the benign ``reference`` images (grouped by true label).
+
+        Streams the reference set twice (class sums, then similarities), so memory holds
+        one batch of features plus one centroid per class and layer.
+        """
+        self._check_settings()
+        if not isinstance(reference, LabeledImages):
+            raise TypeError(f"reference: expected LabeledImages, got {type(reference).__name__}")
+        names = list(self.layers) if self.layers is not None else paper_layers(model)
+        labels_np = _as_labels(reference.y, "reference.y")
+        if len(labels_np) == 0:
+            raise ValueError("reference: got no samples")
+        classes = _check_reference_classes(labels_np)
+        sums: dict[int, list[torch.Tensor | float]] = {int(t): [0.0] * len(names) for t in classes}
+        for start, (feats, _) in _batched(model, reference.x, names, self.batch_size):
+            y = labels_np[start : start + len(feats[0])]
+            for i, f in enumerate(feats):
+                _check_finite(f, f"features of layer {i + 1} ({names[i]})")
+                f64 = f.to(torch.float64)
+                for t in np.unique(y):
+                    sums[int(t)][i] = sums[int(t)][i] + f64[torch.as_tensor(y == t, device=f.device)].sum(0)
+        counts = {int(t): int(np.sum(labels_np == t)) for t in classes}
+        centroids = {t: [s / counts[t] for s in per_layer] for t, per_layer in sums.items()}
+        cos = np.zeros((len(labels_np), len(names)))
+        dist = np.zeros_like(cos) if self.metric == "euclidean" else None
+        for start, (feats, _) in _batched(model, reference.x, names, self.batch_size):
+            y = labels_np[start : start + len(feats[0])]
+            for t in np.unique(y):
+                rows = np.flatnonzero(y == t)
+                for i, f in enumerate(feats):
+                    sub = f[torch.as_tensor(rows, device=f.device)]
+                    cos[start + rows, i] = cosine_to(sub, centroids[int(t)][i]).cpu().numpy()
+                    if dist is not None:
+                        dist[start + rows, i] = euclidean_to(sub, centroids[int(t)][i]).cpu().numpy()
+        self.layer_names_ = names
+        return self._fit_from_similarities(centroids, labels_np, cos, dist)
+
+    def _fit_from_similarities(
+        self, centroids: dict, labels: np.ndarray, cos: np.ndarray, dist: np.ndarray | None
+    ) -> "LayerwiseDetector":
+        n_layers = cos.shape[1]
+        if n_layers < 4:
+            raise ValueError(f"features: the layer-wise rule needs at least 4 layers, got {n_layers}")
+        fixed = None
+        if self.score_layers is not None:
+            fixed = tuple(int(layer) for layer in self.score_layers)
+            bad = [layer for layer in fixed if not 1 <= layer <= n_layers]
+            if not fixed or bad:
+                raise ValueError(f"score_layers: expected layers in 1..{n_layers}, got {list(self.score_layers)}")
+        values = cos if dist is None else dist
+        self.n_layers_ = n_layers
+        self.classes_ = np.array(sorted(centroids), dtype=np.int64)
+        self.centroids_ = centroids
+        self.mean_similarity_, self.loi_, self.score_layers_ = {}, {}, {}
+        self.reference_scores_, self.mu_, self.sigma_ = {}, {}, {}
+        for t in self.classes_.tolist():
+            rows = labels == t
+            self.mean_similarity_[t] = cos[rows].mean(0)
+            self.loi_[t] = layer_of_interest(self.mean_similarity_[t])
+            self.score_layers_[t] = fixed or (self.loi_[t] - 2, self.loi_[t] - 1, self.loi_[t])
+            scores = values[rows][:, [layer - 1 for layer in self.score_layers_[t]]].sum(1)
+            self.reference_scores_[t] = scores
+            self.mu_[t] = float(scores.mean())
+            self.sigma_[t] = float(scores.std(ddof=0))
+        return self
+
+    # ------------------------------------------------------------------ scoring
+    def _score_block(self, feats: Sequence[ArrayLike | None], predicted: np.ndarray) -> np.ndarray:
+        """Scores of one block of inputs; ``feats[l-1]`` may be None for unused layers."""
+        scores = np.full(len(predicted), np.nan)
+        measure = cosine_to if self.metric == "cosine" else euclidean_to
+        for t in np.unique(predicted).tolist():
+            if t not in self.mu_:
+                if self.unknown_class == "raise":
+                    raise ValueError(
+                        f"class {t}: inputs are predicted as class {t}, which had no reference samples, so they "
+                        f"cannot be scored (fitted classes: {self.classes_.tolist()}); add reference samples of "
+                        f"class {t} or set unknown_class='flag' or 'ignore'"
+                    )
+                continue
+            rows = np.flatnonzero(predicted == t)
+            total = np.zeros(len(rows))
+            for layer in self.score_layers_[t]:
+                f = feats[layer - 1]
+                sub = f[torch.as_tensor(rows, device=f.device)] if isinstance(f, torch.Tensor) else np.asarray(f)[rows]
+                total += measure(sub, self.centroids_[t][layer - 1]).cpu().numpy()
+            scores[rows] = total
+        return scores
+
+    def flag_scores(self, scores: ArrayLike, predicted: ArrayLike, tau: float | None = None) -> np.ndarray:
+        """Apply the threshold to precomputed scores: True = poisoned. ``tau`` overrides ``self.tau``."""
+        self._check_fitted()
+        tau = self.tau if tau is None else tau
+        scores_np = np.asarray(scores, dtype=np.float64)
+        predicted_np = _as_labels(predicted, "predicted")
+        if scores_np.shape != predicted_np.shape:
+            raise ValueError(f"scores and predicted differ in shape: {scores_np.shape} vs {predicted_np.shape}")
+        mu = np.array([self.mu_.get(int(t), np.nan) for t in predicted_np])
+        sigma = np.array([self.sigma_.get(int(t), np.nan) for t in predicted_np])
+        with np.errstate(invalid="ignore"):
+            flagged = scores_np < mu - tau * sigma if self.metric == "cosine" else scores_np > mu + tau * sigma
+        unknown = np.isnan(mu)
+        if unknown.any():
+            if self.unknown_class == "raise":
+                self._score_block([None] * self.n_layers_, predicted_np[unknown][:1])  # raises the message
+            flagged[unknown] = self.unknown_class == "flag"
+        return flagged
+
+    def thresholds(self) -> dict[int, float]:
+        """Per class, the score beyond which an input is flagged (mu - tau sigma, or + for euclidean)."""
+        self._check_fitted()
+        sign = -1.0 if self.metric == "cosine" else 1.0
+        return {t: self.mu_[t] + sign * self.tau * self.sigma_[t] for t in self.mu_}
+
+    def score_features(self, features: Sequence[ArrayLike], predicted: ArrayLike) -> np.ndarray:
+        """Scores ``[N]`` of inputs with precomputed features (L arrays ``[N, D_l]``) and predicted classes."""
+        self._check_fitted()
+        predicted_np = _as_labels(predicted, "predicted")
+        feats = _check_feature_list(features, len(predicted_np), expected_layers=self.n_layers_)
+        return self._score_block(feats, predicted_np)
+
+    def predict_features(self, features: Sequence[ArrayLike], predicted: ArrayLike) -> np.ndarray:
+        """True = poisoned, for inputs with precomputed features and predicted classes."""
+        predicted_np = _as_labels(predicted, "predicted")
+        return self.flag_scores(self.score_features(features, predicted_np), predicted_np)
+
+    def _model_layers_needed(self) -> list[int]:
+        self._check_fitted()
+        if self.layer_names_ is None:
+            raise RuntimeError("this detector was fitted on features (fit_features); score with score_features")
+        return sorted({layer for layers in self.score_layers_.values() for layer in layers})
+
+    def detect(self, model: nn.Module, x: LabeledImages | ArrayLike) -> Detection:
+        """Predicted class, score and flag of every input; hooks only the layers the fitted classes score on."""
+        needed = self._model_layers_needed()
+        images = x.x if isinstance(x, LabeledImages) else torch.as_tensor(x, dtype=torch.float32)
+        predicted, scores = [], []
+        for _, (feats, logits) in _batched(model, images, [self.layer_names_[l - 1] for l in needed], self.batch_size):
+            full: list[torch.Tensor | None] = [None] * self.n_layers_
+            for layer, f in zip(needed, feats):
+                _check_finite(f, f"features of layer {layer} ({self.layer_names_[layer - 1]})")
+                full[layer - 1] = f
+            batch_pred = logits.argmax(1).cpu().numpy()
+            predicted.append(batch_pred)
+            scores.append(self._score_block(full, batch_pred))
+        predicted_np, scores_np = np.concatenate(predicted), np.concatenate(scores)
+        return Detection(predicted_np, scores_np, self.flag_scores(scores_np, predicted_np))
+
+    def score_samples(self, model: nn.Module, x: LabeledImages | ArrayLike) -> np.ndarray:
+        """Summed similarity of each input to its predicted class's centroids (lower = more suspicious for cosine)."""
+        return self.detect(model, x).scores
+
+    def predict(self, model: nn.Module, x: LabeledImages | ArrayLike) -> np.ndarray:
+        """True = poisoned, per input."""
+        return self.detect(model, x).flagged
+
+    # ------------------------------------------------------------------ curves
+    def layerwise_similarity_features(self, features: Sequence[ArrayLike], classes: ArrayLike) -> np.ndarray:
+        """``[N, L]`` cosine similarity of each input to the centroids of ``classes[i]`` at every layer."""
+        self._check_fitted()
+        classes_np = _as_labels(classes, "classes")
+        feats = _check_feature_list(features, len(classes_np), expected_layers=self.n_layers_)
+        out = np.full((len(classes_np), self.n_layers_), np.nan)
+        for t in np.unique(classes_np).tolist():
+            if t not in self.centroids_:
+                raise ValueError(f"classes: class {t} had no reference samples, so it has no centroids")
+            rows = np.flatnonzero(classes_np == t)
+            for i, f in enumerate(feats):
+                sub = f[torch.as_tensor(rows, device=f.device)] if isinstance(f, torch.Tensor) else np.asarray(f)[rows]
+                out[rows, i] = cosine_to(sub, self.centroids_[t][i]).cpu().numpy()
+        return out
+
+    def layerwise_similarity(
+        self, model: nn.Module, x: LabeledImages | ArrayLike, classes: ArrayLike | int | None = None
+    ) -> np.ndarray:
+        """``[N, L]`` cosine similarity of each input to a class's centroids at every layer (Fig. 2/3 curves).
+
+        ``classes``: one class for all inputs, one per input, or None for the predicted class.
+        """
+        self._model_layers_needed()
+        images = x.x if isinstance(x, LabeledImages) else torch.as_tensor(x, dtype=torch.float32)
+        fixed = None
+        if classes is not None:
+            fixed = np.full(len(images), int(classes)) if np.ndim(classes) == 0 else _as_labels(classes, "classes")
+            if len(fixed) != len(images):
+                raise ValueError(f"classes: {len(fixed)} classes for {len(images)} inputs")
+        rows = []
+        for start, (feats, logits) in _batched(model, images, self.layer_names_, self.batch_size):
+            batch_classes = logits.argmax(1).cpu().numpy() if fixed is None else fixed[start : start + len(logits)]
+            rows.append(self.layerwise_similarity_features(feats, batch_classes))
+        return np.concatenate(rows)
+
+
+# ---------------------------------------------------------------------- helpers
+def _device_of(values: ArrayLike) -> torch.device:
+    return values.device if isinstance(values, torch.Tensor) else torch.device("cpu")
+
+
+def _batched(model: nn.Module, images: torch.Tensor, names: Sequence[str], batch_size: int):
+    start = 0
+    for feats, logits in iter_features(model, images, names, batch_size):
+        yield start, (feats, logits)
+        start += len(logits)
+
+
+def _as_labels(values: ArrayLike, name: str) -> np.ndarray:
+    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of class indices, got shape {array.shape}")
+    if len(array) and not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.equal(np.mod(array, 1), 0)):
+            raise ValueError(f"{name}: expected integer class indices, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def _check_finite(values: ArrayLike, name: str) -> None:
+    finite = torch.isfinite(values).all() if isinstance(values, torch.Tensor) else np.isfinite(values).all()
+    if not bool(finite):
+        raise ValueError(f"{name}: contains NaN or inf")
+
+
+def _check_feature_list(features: Sequence[ArrayLike], n: int, expected_layers: int | None) -> list[ArrayLike]:
+    if isinstance(features, (np.ndarray, torch.Tensor)) or not isinstance(features, Sequence):
+        raise TypeError("features: expected a list with one [N, D_l] array per layer (index 0 = layer 1)")
+    if expected_layers is not None and len(features) != expected_layers:
+        raise ValueError(f"features: the detector was fitted on {expected_layers} layers, got {len(features)}")
+    if n == 0:
+        raise ValueError("features: got no samples (N = 0)")
+    checked = []
+    for i, f in enumerate(features):
+        if f is None:
+            checked.append(None)
+            continue
+        if not isinstance(f, torch.Tensor):
+            f = np.asarray(f)
+        if f.ndim != 2:
+            raise ValueError(f"features[{i}] (layer {i + 1}): expected shape [N, D], got {tuple(f.shape)}")
+        if f.shape[0] != n:
+            raise ValueError(f"features[{i}] (layer {i + 1}): {f.shape[0]} rows, but {n} labels were given")
+        _check_finite(f, f"features[{i}] (layer {i + 1})")
+        checked.append(f)
+    return checked
+
+
+def _check_reference_classes(labels: np.ndarray) -> np.ndarray:
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) == 0:
+        raise ValueError("labels: got no reference samples")
+    few = {int(c): int(k) for c, k in zip(classes, counts) if k < 2}
+    if few:
+        raise ValueError(f"labels: each class needs at least 2 reference samples; too few for {few} (class: count)")
+    return classes

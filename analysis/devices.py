@@ -1,0 +1,36 @@
+"""Device choice and seeding: nothing in the toolkit hard-codes a device."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def pick_device(preferred: str | torch.device | None = None) -> torch.device:
+    """``preferred`` if given, else CUDA, then Apple MPS, then CPU."""
+    if preferred is not None:
+        return torch.device(preferred)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameterless model)."""
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices)."""
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

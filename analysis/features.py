@@ -1,0 +1,137 @@
+"""Hook-based feature extraction, layers named by module path.
+
+Hooks are registered and removed in one place, :func:`capture`, a context manager
+that removes them also when the forward pass raises. Features are each layer's
+output flattened per sample (``[B, D_l]``); they are produced batch by batch by
+:func:`iter_features`, so memory is bounded by batch size × chosen layers.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .data import LabeledImages
+from .devices import model_device
+
+
+def resolve_layers(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
+    """Look up modules by path (as in ``model.named_modules()``); unknown names raise with the list of valid ones."""
+    if isinstance(names, str):
+        raise TypeError(f"names: expected a sequence of module paths, got the single string {names!r}")
+    modules = dict(model.named_modules())
+    unknown = [name for name in names if name not in modules or name == ""]
+    if unknown:
+        available = ", ".join(name for name in modules if name)
+        raise ValueError(f"layers: unknown module path(s) {unknown}; available: {available}")
+    return [modules[name] for name in names]
+
+
+def paper_layers(model: nn.Module) -> list[str]:
+    """The paper's ordered layer list of a model built by :mod:`analysis.models`."""
+    layers = getattr(model, "paper_layers", None)
+    if not layers:
+        raise ValueError(
+            f"model: {type(model).__name__} has no 'paper_layers'; pass layers=[...] as module paths, e.g. "
+            f"{[name for name, _ in model.named_children()][:4]}"
+        )
+    return list(layers)
+
+
+@contextmanager
+def capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of the named modules during forward passes inside the ``with`` block.
+
+    Yields a dict ``{name: output flattened to [B, D]}``, overwritten by every forward pass.
+    All hooks are removed on exit, whether or not the block raised.
+    """
+    modules = resolve_layers(model, names)
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a tensor; pick another module")
+            outputs[name] = output.detach().flatten(1)
+
+        return hook
+
+    try:
+        for name, module in zip(names, modules):
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _as_images(data: LabeledImages | torch.Tensor | np.ndarray) -> torch.Tensor:
+    images = data.x if isinstance(data, LabeledImages) else torch.as_tensor(data, dtype=torch.float32)
+    if images.ndim != 4:
+        raise ValueError(f"x: expected images of shape [N, C, H, W], got shape {tuple(images.shape)}")
+    if len(images) == 0:
+        raise ValueError("x: got no images (N = 0)")
+    return images
+
+
+@torch.no_grad()
+def iter_features(
+    model: nn.Module,
+    data: LabeledImages | torch.Tensor | np.ndarray,
+    layers: Sequence[str],
+    batch_size: int = 256,
+) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    """Yield ``(features, logits)`` per batch: ``features[i]`` is ``[B, D_i]`` for ``layers[i]``.
+
+    The model is put in eval mode and run on its own device; outputs stay on that device.
+    """
+    images = _as_images(data)
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with capture(model, layers) as outputs:
+            for start in range(0, len(images), batch_size):
+                logits = model(images[start : start + batch_size].to(device))
+                yield [outputs[name] for name in layers], logits
+    finally:
+        model.train(was_training)
+
+
+def extract_features(
+    model: nn.Module,
+    data: LabeledImages | torch.Tensor | np.ndarray,
+    layers: Sequence[str],
+    batch_size: int = 256,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """All features of ``layers`` for ``data`` as float32 arrays ``[N, D_l]``, plus predicted classes ``[N]``.
+
+    This holds ``N × sum(D_l)`` floats: use it for small sets (reference samples, a
+    figure's worth of inputs); stream with :func:`iter_features` otherwise.
+    """
+    per_layer: list[list[np.ndarray]] = [[] for _ in layers]
+    predicted = []
+    for features, logits in iter_features(model, data, layers, batch_size):
+        for store, feature in zip(per_layer, features):
+            store.append(feature.float().cpu().numpy())
+        predicted.append(logits.argmax(1).cpu().numpy())
+    return [np.concatenate(chunks) for chunks in per_layer], np.concatenate(predicted)
+
+
+@torch.no_grad()
+def predict_classes(model: nn.Module, data: LabeledImages | torch.Tensor | np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """The model's predicted class for every image, ``[N]`` int64."""
+    images = _as_images(data)
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        return np.concatenate(
+            [model(images[s : s + batch_size].to(device)).argmax(1).cpu().numpy() for s in range(0, len(images), batch_size)]
+        )
+    finally:
+        model.train(was_training)

@@ -1,0 +1,108 @@
+"""The end-to-end path used by the demo, the notebooks and the tests.
+
+``attacked_model`` trains (or loads from ``checkpoints/``) a model attacked by one
+attack on one dataset; ``analyse`` fits the layer-wise detector on the reference split
+and evaluates it on benign and poisoned evaluation images.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch.nn as nn
+
+from .attacks import Attack, build_attack
+from .checkpoints import DEFAULT_DIR, has_checkpoint, load_checkpoint, save_checkpoint
+from .data import DatasetSplits, LabeledImages, load_dataset
+from .detection import Detection, LayerwiseDetector
+from .devices import seed_everything
+from .evaluation import Evaluation, evaluate_detection
+from .models import build_model, cpu_width
+from .training import TrainConfig, accuracy, train
+
+
+def checkpoint_name(dataset: str, arch: str, attack: str) -> str:
+    return f"{dataset}-{arch}-{attack}"
+
+
+@dataclass
+class AttackedModel:
+    """A trained model with the attack and data it came from."""
+
+    model: nn.Module
+    attack: Attack
+    data: DatasetSplits
+    poisoned_test: LabeledImages
+    train_seconds: float | None
+    loaded_from: Path | None
+
+
+def attacked_model(
+    dataset: str = "digits",
+    arch: str = "resnet18",
+    attack: str = "badnets",
+    width: float | None = None,
+    config: TrainConfig | None = None,
+    checkpoints: str | Path | None = DEFAULT_DIR,
+    retrain: bool = False,
+    save: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    data: DatasetSplits | None = None,
+) -> AttackedModel:
+    """Load ``{dataset}-{arch}-{attack}`` from ``checkpoints`` if present (and not ``retrain``), else train it.
+
+    ``save=True`` writes the trained model (float16) and its manifest entry to ``checkpoints``.
+    """
+    data = data or load_dataset(dataset)
+    atk = build_attack(attack)
+    name = checkpoint_name(dataset, arch, attack)
+    if checkpoints is not None and not retrain and has_checkpoint(name, checkpoints):
+        model, _, _ = load_checkpoint(name, checkpoints, device or "cpu")
+        return AttackedModel(model, atk, data, atk.poisoned_test_set(data.test), None, Path(checkpoints) / name)
+    width = cpu_width(arch) if width is None else width
+    config = config or TrainConfig()
+    poisoned = atk.poison_training_set(data.train)
+    seed_everything(config.seed)
+    model = build_model(arch, data.num_classes, width)
+    started = time.perf_counter()
+    train(model, poisoned.data, config, device=device, progress=progress)
+    seconds = time.perf_counter() - started
+    poisoned_test = atk.poisoned_test_set(data.test)
+    if save:
+        if checkpoints is None:
+            raise ValueError("checkpoints: save=True needs a folder")
+        metrics = {"ma": accuracy(model, data.test), "asr": float(np.mean(
+            accuracy_per_input(model, poisoned_test) == atk.target))}
+        save_checkpoint(
+            model, name,
+            {"dataset": dataset, "arch": arch, "width": width, "num_classes": data.num_classes, "attack": attack,
+             "attack_settings": atk.settings(), "train": config.to_dict()},
+            checkpoints, metrics=metrics, train_seconds=seconds,
+        )
+    return AttackedModel(model.eval(), atk, data, poisoned_test, seconds, None)
+
+
+def accuracy_per_input(model: nn.Module, data: LabeledImages) -> np.ndarray:
+    from .features import predict_classes
+
+    return predict_classes(model, data)
+
+
+@dataclass
+class Analysis:
+    detector: LayerwiseDetector
+    evaluation: Evaluation
+    on_benign: Detection
+    on_poisoned: Detection
+
+
+def analyse(run: AttackedModel, tau: float = 2.5) -> Analysis:
+    """Fit the layer-wise detector on the reference split and evaluate it."""
+    detector = LayerwiseDetector(tau=tau).fit(run.model, run.data.reference)
+    evaluation, on_benign, on_poisoned = evaluate_detection(
+        run.model, detector, run.data.test, run.poisoned_test, run.attack.target
+    )
+    return Analysis(detector, evaluation, on_benign, on_poisoned)

@@ -1,0 +1,48 @@
+"""Checkpoints are safetensors plus a manifest with sha256; a modified file is refused."""
+import json
+
+import pytest
+import torch
+
+from analysis.checkpoints import ChecksumError, has_checkpoint, load_checkpoint, read_manifest, save_checkpoint
+from analysis.models import build_model
+
+CONFIG = {"arch": "resnet18", "width": 4, "num_classes": 3, "dataset": "digits", "attack": "badnets"}
+
+
+def test_round_trip_in_half_precision(tmp_path):
+    model = build_model("resnet18", 3, 4)
+    save_checkpoint(model, "m", CONFIG, tmp_path, metrics={"ma": 0.5}, extra_tensors={"pattern": torch.ones(2, 2)})
+    loaded, entry, extra = load_checkpoint("m", tmp_path)
+    assert entry["metrics"] == {"ma": 0.5} and entry["dtype"] == "float16" and "torch" in entry["versions"]
+    assert torch.equal(extra["pattern"], torch.ones(2, 2))
+    original = model.fc.weight.detach()
+    assert torch.allclose(loaded.fc.weight, original.half().float())
+    assert has_checkpoint("m", tmp_path) and not has_checkpoint("other", tmp_path)
+
+
+def test_tampered_file_is_refused(tmp_path):
+    path = save_checkpoint(build_model("resnet18", 3, 4), "m", CONFIG, tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="refusing to load a modified file"):
+        load_checkpoint("m", tmp_path)
+
+
+def test_missing_entries_and_files_are_reported(tmp_path):
+    path = save_checkpoint(build_model("resnet18", 3, 4), "m", CONFIG, tmp_path)
+    with pytest.raises(KeyError, match=r"no checkpoint 'x'.*available: \['m'\]"):
+        load_checkpoint("x", tmp_path)
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="listed in the manifest is missing"):
+        load_checkpoint("m", tmp_path)
+    with pytest.raises(ValueError, match="missing 'width'"):
+        save_checkpoint(build_model("resnet18", 3, 4), "n", {"arch": "resnet18", "num_classes": 3}, tmp_path)
+
+
+def test_manifest_is_plain_json(tmp_path):
+    save_checkpoint(build_model("resnet18", 3, 4), "m", CONFIG, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest == read_manifest(tmp_path)
+    assert len(manifest["entries"]["m"]["sha256"]) == 64

@@ -1,0 +1,165 @@
+"""The layer-wise detector on precomputed features (Algorithm 2), with hand-computed numbers."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.detection import LayerwiseDetector
+
+# Two reference samples (a, b) of class 0, L = 4 layers, 2-D features per layer.
+#   layer 1: a=[1,0] b=[0,1] -> centroid [.5,.5]  -> cos a = cos b = 1/sqrt(2)
+#   layer 2: a=[1,0] b=[1,1] -> centroid [1,.5]   -> cos a = 1/sqrt(1.25), cos b = 1.5/(sqrt(2) sqrt(1.25))
+#   layer 3: a=[1,0] b=[2,0] -> centroid [1.5,0]  -> cos = 1, 1
+#   layer 4: a=[1,0] b=[1,0] -> centroid [1,0]    -> cos = 1, 1
+# floor(L/2) = 2, so the LOI is 3 or 4: layer 3 rises by 1 - mean(layer 2) > 0, layer 4 by 0 -> LOI = 3,
+# and the scored layers are 1, 2, 3.
+FEATURES = [
+    np.array([[1.0, 0.0], [0.0, 1.0]]),
+    np.array([[1.0, 0.0], [1.0, 1.0]]),
+    np.array([[1.0, 0.0], [2.0, 0.0]]),
+    np.array([[1.0, 0.0], [1.0, 0.0]]),
+]
+LABELS = np.array([0, 0])
+COS_A = [1 / np.sqrt(2), 1 / np.sqrt(1.25), 1.0, 1.0]
+COS_B = [1 / np.sqrt(2), 1.5 / (np.sqrt(2) * np.sqrt(1.25)), 1.0, 1.0]
+SCORE_A, SCORE_B = sum(COS_A[:3]), sum(COS_B[:3])
+MU, SIGMA = (SCORE_A + SCORE_B) / 2, abs(SCORE_A - SCORE_B) / 2  # population std of two values
+
+
+def test_hand_computed_fit():
+    det = LayerwiseDetector().fit_features(FEATURES, LABELS)
+    assert det.n_layers_ == 4 and det.classes_.tolist() == [0]
+    np.testing.assert_allclose(det.centroids_[0][1].numpy(), [1.0, 0.5])
+    np.testing.assert_allclose(det.mean_similarity_[0], (np.array(COS_A) + COS_B) / 2)
+    assert det.loi_[0] == 3
+    assert det.score_layers_[0] == (1, 2, 3)
+    np.testing.assert_allclose(det.reference_scores_[0], [SCORE_A, SCORE_B])
+    assert det.mu_[0] == pytest.approx(MU)
+    assert det.sigma_[0] == pytest.approx(SIGMA)  # ddof = 0
+
+
+def test_threshold_is_mu_minus_tau_sigma():
+    det = LayerwiseDetector(tau=2.5).fit_features(FEATURES, LABELS)
+    assert det.thresholds()[0] == pytest.approx(MU - 2.5 * SIGMA)
+    # An input orthogonal to every centroid scores 0 and is flagged; a reference sample is not.
+    probe = [np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[-0.5, 1.0], [1.0, 0.0]]),
+             np.array([[0.0, 1.0], [2.0, 0.0]]), np.array([[0.0, 1.0], [1.0, 0.0]])]
+    scores = det.score_features(probe, [0, 0])
+    assert scores[0] == pytest.approx(1 / np.sqrt(2) + 0.0 + 0.0)  # (0,1)·(.5,.5); (-.5,1)·(1,.5) = 0; (0,1)·(1.5,0)
+    assert scores[1] == pytest.approx(SCORE_A)
+    assert det.predict_features(probe, [0, 0]).tolist() == [True, False]
+
+
+def test_tau_moves_the_threshold():
+    det = LayerwiseDetector().fit_features(FEATURES, LABELS)
+    score = MU - 1.5 * SIGMA  # between the tau = 1 and tau = 2 thresholds
+    assert det.flag_scores([score], [0], tau=1.0).tolist() == [True]
+    assert det.flag_scores([score], [0], tau=2.0).tolist() == [False]
+
+
+def test_euclidean_metric_flags_large_distances():
+    det = LayerwiseDetector(metric="euclidean").fit_features(FEATURES, LABELS)
+    # distances to centroids: layer 1: sqrt(.5) each; layer 2: .5 each; layer 3: .5 each
+    np.testing.assert_allclose(det.reference_scores_[0], [np.sqrt(0.5) + 1.0] * 2)
+    assert det.loi_[0] == 3  # located with cosine, as in the paper
+    far = [np.array([[9.0, 9.0]]), np.array([[9.0, 9.0]]), np.array([[9.0, 9.0]]), np.array([[1.0, 0.0]])]
+    assert det.predict_features(far, [0]).tolist() == [True]
+    assert det.thresholds()[0] == pytest.approx(np.sqrt(0.5) + 1.0)  # sigma = 0
+
+
+def test_fixed_score_layers_replace_the_loi_rule():
+    det = LayerwiseDetector(score_layers=[4]).fit_features(FEATURES, LABELS)
+    assert det.loi_[0] == 3  # still reported
+    assert det.score_layers_[0] == (4,)
+    np.testing.assert_allclose(det.reference_scores_[0], [1.0, 1.0])
+
+
+def test_classes_are_fitted_separately(rng):
+    feats = [rng.normal(size=(40, 5)) for _ in range(6)]
+    labels = np.repeat([0, 1], 20)
+    feats_one = [f[:20] for f in feats]
+    both = LayerwiseDetector().fit_features(feats, labels)
+    alone = LayerwiseDetector().fit_features(feats_one, labels[:20])
+    assert both.loi_[0] == alone.loi_[0] and both.mu_[0] == pytest.approx(alone.mu_[0])
+
+
+def test_numpy_and_torch_features_agree(rng):
+    feats = [rng.normal(size=(30, 4)) + 2 for _ in range(6)]
+    labels = np.repeat([0, 1, 2], 10)
+    a = LayerwiseDetector().fit_features(feats, labels)
+    b = LayerwiseDetector().fit_features([torch.from_numpy(f).float() for f in feats], torch.from_numpy(labels))
+    assert a.loi_ == b.loi_
+    np.testing.assert_allclose([a.mu_[t] for t in range(3)], [b.mu_[t] for t in range(3)], rtol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(scale=st.floats(1e-3, 1e3), seed=st.integers(0, 1000))
+def test_cosine_scores_ignore_feature_scale(scale, seed):
+    """Scaling every feature vector by a positive number changes no cosine, so nothing learned changes."""
+    rng = np.random.default_rng(seed)
+    feats = [np.abs(rng.normal(size=(12, 3))) + 0.1 for _ in range(5)]
+    labels = np.repeat([0, 1], 6)
+    a = LayerwiseDetector().fit_features(feats, labels)
+    b = LayerwiseDetector().fit_features([f * scale for f in feats], labels)
+    assert a.loi_ == b.loi_
+    for t in (0, 1):
+        assert b.mu_[t] == pytest.approx(a.mu_[t], rel=1e-9)
+        assert b.sigma_[t] == pytest.approx(a.sigma_[t], rel=1e-6, abs=1e-12)
+    # scaling a single input does not change its score either
+    one = [f[:1] for f in feats]
+    assert b.score_features([f * 7.0 for f in one], [0])[0] == pytest.approx(a.score_features(one, [0])[0])
+
+
+def test_layerwise_similarity_matrix():
+    det = LayerwiseDetector().fit_features(FEATURES, LABELS)
+    matrix = det.layerwise_similarity_features(FEATURES, LABELS)
+    np.testing.assert_allclose(matrix, [COS_A, COS_B])
+
+
+# ---------------------------------------------------------------------- bad input
+def test_a_class_with_one_reference_sample_is_refused():
+    with pytest.raises(ValueError, match=r"at least 2 reference samples.*\{3: 1\}"):
+        LayerwiseDetector().fit_features([np.ones((3, 2))] * 4, [0, 0, 3])
+
+
+def test_empty_nan_and_mismatched_inputs_are_refused():
+    det = LayerwiseDetector()
+    with pytest.raises(ValueError, match="no samples"):
+        det.fit_features([np.ones((0, 2))] * 4, np.array([], dtype=int))
+    bad = [f.copy() for f in FEATURES]
+    bad[2][0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"features\[2\] \(layer 3\): contains NaN"):
+        det.fit_features(bad, LABELS)
+    with pytest.raises(ValueError, match=r"features\[0\] \(layer 1\): 2 rows, but 3 labels"):
+        det.fit_features(FEATURES, [0, 0, 0])
+    with pytest.raises(ValueError, match="at least 4 layers"):
+        det.fit_features(FEATURES[:3], LABELS)
+    with pytest.raises(TypeError, match="one \\[N, D_l\\] array per layer"):
+        det.fit_features(np.ones((2, 2)), LABELS)
+    det.fit_features(FEATURES, LABELS)
+    with pytest.raises(ValueError, match="fitted on 4 layers, got 3"):
+        det.score_features(FEATURES[:3], LABELS)
+    with pytest.raises(ValueError, match="1-D"):
+        det.score_features(FEATURES, [[0, 0]])
+
+
+def test_a_class_without_reference_samples_cannot_be_scored():
+    with pytest.raises(ValueError, match="class 5: .*no reference samples"):
+        LayerwiseDetector().fit_features(FEATURES, LABELS).predict_features(FEATURES, [0, 5])
+    flagged = LayerwiseDetector(unknown_class="flag").fit_features(FEATURES, LABELS)
+    assert flagged.predict_features(FEATURES, [0, 5]).tolist() == [False, True]
+    ignored = LayerwiseDetector(unknown_class="ignore").fit_features(FEATURES, LABELS)
+    assert ignored.predict_features(FEATURES, [0, 5]).tolist() == [False, False]
+    assert np.isnan(ignored.score_features(FEATURES, [0, 5])[1])
+
+
+def test_bad_settings_and_unfitted_use():
+    with pytest.raises(ValueError, match="metric"):
+        LayerwiseDetector(metric="manhattan").fit_features(FEATURES, LABELS)
+    with pytest.raises(ValueError, match="tau"):
+        LayerwiseDetector(tau=-1).fit_features(FEATURES, LABELS)
+    with pytest.raises(ValueError, match="score_layers"):
+        LayerwiseDetector(score_layers=[0, 5]).fit_features(FEATURES, LABELS)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LayerwiseDetector().predict_features(FEATURES, LABELS)

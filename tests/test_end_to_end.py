@@ -1,0 +1,71 @@
+"""From data to a detected backdoor on digits with a small training budget, through the public API and the CLI."""
+import numpy as np
+import pytest
+import torch
+
+from analysis.attacks import BadNets
+from analysis.detection import LayerwiseDetector
+from analysis.features import extract_features, paper_layers
+from analysis.models import build_model
+from analysis.pipeline import analyse, attacked_model
+from analysis.training import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def small_run(digits):
+    # 8 epochs of ResNet-18 width 16 without augmentation: ~15 s on two CPU cores
+    return attacked_model(data=digits, config=TrainConfig(epochs=8, seed=0, augment="none"), checkpoints=None, progress=False)
+
+
+def test_backdoor_is_learned_and_detected(small_run):
+    result = analyse(small_run)
+    ev = result.evaluation
+    assert ev.ma > 0.9 and ev.asr > 0.8
+    assert ev.tpr > 0.5 and ev.fpr < 0.15
+    assert ev.auroc > 0.9
+    assert 6 <= ev.loi <= 10  # the LOI lies in the second half of ResNet-18's 10 layers
+
+
+def test_model_path_equals_feature_path(small_run, digits):
+    """fit(model, reference) is exactly fit_features on the extracted features of all paper layers."""
+    model = small_run.model
+    from_model = LayerwiseDetector().fit(model, digits.reference)
+    feats, _ = extract_features(model, digits.reference, paper_layers(model))
+    from_features = LayerwiseDetector().fit_features(feats, digits.reference.y)
+    assert from_model.loi_ == from_features.loi_
+    for t in range(10):
+        assert from_model.mu_[t] == pytest.approx(from_features.mu_[t], rel=1e-9)
+        assert from_model.sigma_[t] == pytest.approx(from_features.sigma_[t], rel=1e-6)
+    sample = small_run.poisoned_test.subset(np.arange(50))
+    test_feats, predicted = extract_features(model, sample, paper_layers(model))
+    np.testing.assert_allclose(from_model.score_samples(model, sample), from_features.score_features(test_feats, predicted))
+
+
+def test_scoring_hooks_only_the_needed_layers(small_run, digits, monkeypatch):
+    import analysis.detection as detection
+
+    detector = LayerwiseDetector().fit(small_run.model, digits.reference)
+    requested = []
+    original = detection.iter_features
+
+    def spy(model, data, layers, batch_size=256):
+        requested.append(list(layers))
+        return original(model, data, layers, batch_size)
+
+    monkeypatch.setattr(detection, "iter_features", spy)
+    detector.predict(small_run.model, digits.test)
+    needed = sorted({layer for layers in detector.score_layers_.values() for layer in layers})
+    assert requested == [[paper_layers(small_run.model)[layer - 1] for layer in needed]]
+    assert len(needed) < 10
+
+
+def test_demo_command_with_a_checkpoint(tmp_path, small_run, digits):
+    from analysis.checkpoints import save_checkpoint
+    from analysis.cli import main
+
+    config = {"arch": "resnet18", "width": 16, "num_classes": 10, "dataset": "digits", "attack": "badnets"}
+    save_checkpoint(small_run.model, "digits-resnet18-badnets", config, tmp_path)
+    out = tmp_path / "report.html"
+    assert main(["demo", "--checkpoints", str(tmp_path), "--out", str(out), "--no-progress"]) == 0
+    html = out.read_text()
+    assert "Layer-wise cosine similarity" in html and "LOI" in html

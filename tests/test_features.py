@@ -1,0 +1,73 @@
+"""Hook-based extraction: layers by module path, hooks always removed, paper layer lists."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from analysis.features import capture, extract_features, iter_features, paper_layers, resolve_layers
+from analysis.models import MobileNetV2, ResNet18, build_model
+
+
+def _hook_count(model):
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def test_paper_layer_lists_match_appendix_d1():
+    resnet, mobilenet = ResNet18(10, width=4), MobileNetV2(10, width_mult=0.25)
+    assert len(paper_layers(resnet)) == 10  # stem, 8 residual blocks, logits
+    assert paper_layers(resnet)[0] == "stem" and paper_layers(resnet)[-1] == "fc"
+    assert len(paper_layers(mobilenet)) == 19  # 17 inverted-residual blocks, pooled 1x1 conv, logits
+    assert paper_layers(mobilenet)[-2:] == ["pool", "classifier"]
+    for model in (resnet, mobilenet):
+        resolve_layers(model, paper_layers(model))  # every name exists
+
+
+def test_features_are_flattened_outputs_and_logits_match_the_model():
+    model = ResNet18(10, width=4).eval()
+    x = torch.rand(5, 3, 32, 32)
+    feats, predicted = extract_features(model, x, ["stem", "layer4.1", "fc"], batch_size=2)
+    assert [f.shape for f in feats] == [(5, 4 * 32 * 32), (5, 32 * 4 * 4), (5, 10)]
+    with torch.no_grad():
+        logits = model(x)
+    np.testing.assert_allclose(feats[2], logits.numpy(), rtol=1e-5, atol=1e-6)
+    assert predicted.tolist() == logits.argmax(1).tolist()
+
+
+def test_hooks_are_removed_after_use_and_after_errors():
+    model = ResNet18(10, width=4)
+    with capture(model, ["stem", "fc"]) as outputs:
+        assert _hook_count(model) == 2
+        model(torch.rand(1, 3, 32, 32))
+        assert set(outputs) == {"stem", "fc"}
+    assert _hook_count(model) == 0
+    with pytest.raises(RuntimeError):
+        with capture(model, ["stem"]):
+            model(torch.rand(1, 5, 32, 32))  # wrong channel count: the forward pass raises
+    assert _hook_count(model) == 0
+    with pytest.raises(RuntimeError):
+        for _ in iter_features(model, torch.rand(2, 5, 32, 32), ["stem"]):
+            pass
+    assert _hook_count(model) == 0
+
+
+def test_unknown_layer_names_list_the_available_ones():
+    model = ResNet18(10, width=4)
+    with pytest.raises(ValueError, match=r"unknown module path\(s\) \['layer9'\]; available: stem, stem.0"):
+        resolve_layers(model, ["stem", "layer9"])
+    with pytest.raises(TypeError, match="single string"):
+        resolve_layers(model, "stem")
+
+
+def test_any_module_can_be_analysed_by_path():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3))
+    feats, _ = extract_features(model, torch.rand(4, 3, 2, 2), ["1", "2", "3"])
+    assert [f.shape[1] for f in feats] == [6, 6, 3]
+    with pytest.raises(ValueError, match="has no 'paper_layers'"):
+        paper_layers(model)
+
+
+def test_training_mode_is_restored():
+    model = build_model("resnet18", 10, 4).train()
+    extract_features(model, torch.rand(2, 3, 32, 32), ["stem"])
+    assert model.training
+    assert _hook_count(model) == 0
