@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch.nn as nn
 
-from .attacks import Attack, build_attack
+from .attacks import Attack, AttackContext, build_attack
 from .checkpoints import DEFAULT_DIR, has_checkpoint, load_checkpoint, save_checkpoint
 from .data import DatasetSplits, LabeledImages, load_dataset
 from .detection import Detection, LayerwiseDetector
 from .devices import seed_everything
 from .evaluation import Evaluation, evaluate_detection
+from .features import predict_classes
 from .models import build_model, cpu_width
 from .training import TrainConfig, accuracy, train
 
@@ -42,7 +43,7 @@ class AttackedModel:
 def attacked_model(
     dataset: str = "digits",
     arch: str = "resnet18",
-    attack: str = "badnets",
+    attack: str | Attack = "badnets",
     width: float | None = None,
     config: TrainConfig | None = None,
     checkpoints: str | Path | None = DEFAULT_DIR,
@@ -51,44 +52,50 @@ def attacked_model(
     device: str | None = None,
     progress: bool = True,
     data: DatasetSplits | None = None,
+    cache_dir: str | Path | None = None,
 ) -> AttackedModel:
     """Load ``{dataset}-{arch}-{attack}`` from ``checkpoints`` if present (and not ``retrain``), else train it.
 
-    ``save=True`` writes the trained model (float16) and its manifest entry to ``checkpoints``.
+    ``save=True`` writes the trained model (float16), the attack's state tensors and its manifest
+    entry to ``checkpoints``. Attacks with ``controls_training`` train the model themselves;
+    ``attack.prepare`` runs first (and may cache costly steps in ``cache_dir``). The reported
+    training time covers preparation and training.
     """
     data = data or load_dataset(dataset)
-    atk = build_attack(attack)
-    name = checkpoint_name(dataset, arch, attack)
+    atk = build_attack(attack) if isinstance(attack, str) else attack
+    name = checkpoint_name(dataset, arch, atk.name)
     if checkpoints is not None and not retrain and has_checkpoint(name, checkpoints):
-        model, _, _ = load_checkpoint(name, checkpoints, device or "cpu")
+        model, _, extra = load_checkpoint(name, checkpoints, device or "cpu")
+        atk.load_state_tensors(extra)
         return AttackedModel(model, atk, data, atk.poisoned_test_set(data.test), None, Path(checkpoints) / name)
     width = cpu_width(arch) if width is None else width
     config = config or TrainConfig()
-    poisoned = atk.poison_training_set(data.train)
+    context = AttackContext(config=config, arch=arch, width=width, device=device, progress=progress,
+                            cache_dir=cache_dir)
+    started = time.perf_counter()
+    atk.prepare(data.train, data.num_classes, context)
     seed_everything(config.seed)
     model = build_model(arch, data.num_classes, width)
-    started = time.perf_counter()
-    train(model, poisoned.data, config, device=device, progress=progress)
+    if atk.controls_training:
+        atk.train_model(model, data.train, context)
+    else:
+        poisoned = atk.poison_training_set(data.train)
+        train(model, poisoned.data, config, device=device, progress=progress)
     seconds = time.perf_counter() - started
+    model.eval()
     poisoned_test = atk.poisoned_test_set(data.test)
     if save:
         if checkpoints is None:
             raise ValueError("checkpoints: save=True needs a folder")
-        metrics = {"ma": accuracy(model, data.test), "asr": float(np.mean(
-            accuracy_per_input(model, poisoned_test) == atk.target))}
+        metrics = {"ma": accuracy(model, data.test),
+                   "asr": float(np.mean(predict_classes(model, poisoned_test) == atk.target))}
         save_checkpoint(
             model, name,
-            {"dataset": dataset, "arch": arch, "width": width, "num_classes": data.num_classes, "attack": attack,
+            {"dataset": dataset, "arch": arch, "width": width, "num_classes": data.num_classes, "attack": atk.name,
              "attack_settings": atk.settings(), "train": config.to_dict()},
-            checkpoints, metrics=metrics, train_seconds=seconds,
+            checkpoints, metrics=metrics, train_seconds=seconds, extra_tensors=atk.state_tensors(),
         )
-    return AttackedModel(model.eval(), atk, data, poisoned_test, seconds, None)
-
-
-def accuracy_per_input(model: nn.Module, data: LabeledImages) -> np.ndarray:
-    from .features import predict_classes
-
-    return predict_classes(model, data)
+    return AttackedModel(model, atk, data, poisoned_test, seconds, None)
 
 
 @dataclass

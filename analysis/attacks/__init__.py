@@ -1,6 +1,6 @@
 """Backdoor attacks sharing one interface (:class:`Attack`)."""
 from .badnets import BadNets
-from .base import Attack, PoisonedTrainingSet
+from .base import Attack, AttackContext, PoisonedTrainingSet
 
 ATTACKS = {"badnets": BadNets}
 
@@ -12,4 +12,4 @@ def build_attack(name: str, **settings) -> Attack:
     return ATTACKS[name](**settings)
 
 
-__all__ = ["ATTACKS", "Attack", "BadNets", "PoisonedTrainingSet", "build_attack"]
+__all__ = ["ATTACKS", "Attack", "AttackContext", "BadNets", "PoisonedTrainingSet", "build_attack"]

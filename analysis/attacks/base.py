@@ -23,6 +23,18 @@ import torch
 from ..data import LabeledImages
 
 
+@dataclass
+class AttackContext:
+    """What an attack may use while preparing or training: the training settings, device, a cache folder."""
+
+    config: Any = None  # analysis.training.TrainConfig of the victim model
+    arch: str = "resnet18"
+    width: float | None = None
+    device: Any = None
+    progress: bool = True
+    cache_dir: Any = None  # pathlib.Path or None: where costly intermediate results may be cached
+
+
 @dataclass(frozen=True)
 class PoisonedTrainingSet:
     """A training set after poisoning.
@@ -68,6 +80,27 @@ class Attack(ABC):
 
     def check_image_size(self, height: int, width: int) -> None:
         """Raise when the trigger does not fit images of this size (override where it matters)."""
+
+    # -------------------------------------------------------------- optional hooks
+    def prepare(self, train: LabeledImages, num_classes: int, context: "AttackContext") -> None:
+        """Learn what the attack needs before it can poison (e.g. LC's benign model, ISSBA's encoder).
+
+        Called once by :func:`analysis.pipeline.attacked_model` before :meth:`poison_training_set`;
+        the default needs nothing.
+        """
+
+    def train_model(self, model, train: LabeledImages, context: "AttackContext"):
+        """For ``controls_training`` attacks: train ``model`` (in place) the attacker's way; return a History."""
+        raise NotImplementedError(f"{type(self).__name__} does not control training; use analysis.training.train")
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors that rebuild the trigger without retraining (pattern, grid, generator weights); default none."""
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`state_tensors`."""
+        if tensors:
+            raise ValueError(f"{type(self).__name__} stores no tensors, got {sorted(tensors)}")
 
     # -------------------------------------------------------------- shared
     def apply_trigger(self, x: torch.Tensor) -> torch.Tensor:
