@@ -40,6 +40,12 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  LOI of target class {target}: layer {ev.loi} of {det.n_layers_} "
           f"({det.layer_names_[ev.loi - 1]}); scored layers {list(det.score_layers_[target])}")
     print(f"  detector at tau = {args.tau}:  TPR {pct['tpr']:6.2f} %   FPR {pct['fpr']:6.2f} %   AUROC {pct['auroc']:6.2f} %")
+    sweep = []
+    for tau in (1.5, 2.0, 2.5, 3.0, 3.5):
+        tpr = det.flag_scores(result.on_poisoned.scores, result.on_poisoned.predicted, tau).mean() * 100
+        fpr = det.flag_scores(result.on_benign.scores, result.on_benign.predicted, tau).mean() * 100
+        sweep.append(f"tau {tau}: {tpr:.1f}/{fpr:.1f}")
+    print("  TPR/FPR % over tau (Fig. 5): " + ", ".join(sweep))
 
     benign_target = run.data.test.of_class(target)
     poisoned_as_target = run.poisoned_test.subset(np.flatnonzero(result.on_poisoned.predicted == target))
