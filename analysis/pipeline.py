@@ -6,6 +6,7 @@ and evaluates it on benign and poisoned evaluation images.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,12 @@ def attacked_model(
     progress: bool = True,
     data: DatasetSplits | None = None,
     cache_dir: str | Path | None = None,
+    name: str | None = None,
 ) -> AttackedModel:
-    """Load ``{dataset}-{arch}-{attack}`` from ``checkpoints`` if present (and not ``retrain``), else train it.
+    """Load ``{dataset}-{arch}-{attack}`` (or ``name``) from ``checkpoints`` if present (and not ``retrain``), else train it.
+
+    A checkpoint is used only if it was trained with the same attack settings; otherwise a
+    ``ValueError`` says so (pass ``retrain=True`` or another ``checkpoints`` folder).
 
     ``save=True`` writes the trained model (float16), the attack's state tensors and its manifest
     entry to ``checkpoints``. Attacks with ``controls_training`` train the model themselves;
@@ -63,9 +68,15 @@ def attacked_model(
     """
     data = data or load_dataset(dataset)
     atk = build_attack(attack) if isinstance(attack, str) else attack
-    name = checkpoint_name(dataset, arch, atk.name)
+    name = name or checkpoint_name(dataset, arch, atk.name)
     if checkpoints is not None and not retrain and has_checkpoint(name, checkpoints):
-        model, _, extra = load_checkpoint(name, checkpoints, device or "cpu")
+        model, entry, extra = load_checkpoint(name, checkpoints, device or "cpu")
+        stored = entry["config"].get("attack_settings")
+        if stored is not None and json.dumps(stored, sort_keys=True) != json.dumps(atk.settings(), sort_keys=True):
+            raise ValueError(
+                f"attack: checkpoint {name!r} was trained with {entry['config'].get('attack')} {stored}, not "
+                f"{atk.name} {atk.settings()}; pass retrain=True or another checkpoints folder"
+            )
         atk.load_state_tensors(extra)
         return AttackedModel(model, atk, data, atk.poisoned_test_set(data.test), None, Path(checkpoints) / name)
     width = cpu_width(arch) if width is None else width

@@ -1,0 +1,26 @@
+"""Train-or-load: a checkpoint is reused only for the attack settings it was trained with."""
+import pytest
+
+from analysis.attacks import BadNets
+from analysis.checkpoints import save_checkpoint
+from analysis.models import build_model
+from analysis.pipeline import attacked_model
+
+
+def _save(folder, attack):
+    config = {"arch": "resnet18", "width": 4, "num_classes": 10, "dataset": "digits", "attack": attack.name,
+              "attack_settings": attack.settings()}
+    save_checkpoint(build_model("resnet18", 10, 4), "digits-resnet18-badnets", config, folder)
+
+
+def test_checkpoint_is_loaded_for_the_same_settings(tmp_path, digits):
+    _save(tmp_path, BadNets())
+    run = attacked_model(data=digits, checkpoints=tmp_path)
+    assert run.loaded_from == tmp_path / "digits-resnet18-badnets" and run.train_seconds is None
+    assert len(run.poisoned_test) == int((digits.test.y != 1).sum())
+
+
+def test_checkpoint_with_other_settings_is_refused(tmp_path, digits):
+    _save(tmp_path, BadNets())
+    with pytest.raises(ValueError, match=r"was trained with badnets .*'rate': 0.05.*retrain=True"):
+        attacked_model(data=digits, attack=BadNets(rate=0.1), checkpoints=tmp_path)
