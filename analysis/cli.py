@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis demo`` (more subcommands join as the toolkit grows)."""
+"""Command line: ``python -m analysis demo`` and ``python -m analysis zoo list|build|verify``."""
 from __future__ import annotations
 
 import argparse
@@ -68,6 +68,28 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo(args: argparse.Namespace) -> int:
+    from . import zoo
+
+    folder = Path(args.checkpoints)
+    if args.zoo_command == "list":
+        present = zoo.read_manifest(folder)["entries"]
+        for entry in zoo.zoo_entries():
+            print(f"{entry.name:40s} {'present' if entry.name in present else 'missing'}")
+        return 0
+    if args.zoo_command == "build":
+        started = time.perf_counter()
+        built = zoo.build(args.only, folder, progress=not args.no_progress)
+        print(f"built {len(built)} checkpoint(s) in {time.perf_counter() - started:.0f} s: {', '.join(built)}")
+        return 0
+    results = zoo.verify(folder, tolerance=args.tolerance)
+    for result in results:
+        print(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.message}")
+    if not results:
+        print(f"no checkpoints listed in {folder / 'manifest.json'}")
+    return 0 if results and all(r.ok for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_demo)
+
+    zoo = sub.add_parser("zoo", help="list, build or verify the checkpoint zoo")
+    zoo.add_argument("zoo_command", choices=("list", "build", "verify"))
+    zoo.add_argument("--only", nargs="+", default=None, metavar="NAME", help="zoo entries to build")
+    zoo.add_argument("--checkpoints", default=str(DEFAULT_DIR))
+    zoo.add_argument("--tolerance", type=float, default=0.005, help="allowed MA/ASR difference (fraction)")
+    zoo.add_argument("--no-progress", action="store_true")
+    zoo.set_defaults(func=_zoo)
     return parser
 
 

@@ -1,0 +1,117 @@
+"""The checkpoint zoo: which attacked models ship in ``checkpoints/``, how to rebuild and verify them.
+
+``python -m analysis zoo build [--only NAME ...]`` trains entries deterministically on a CPU and
+writes them (float16 safetensors + ``manifest.json``); ``python -m analysis zoo verify`` checks every
+file's sha256 and re-measures MA and ASR against the manifest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .attacks import ATTACKS, build_attack
+from .checkpoints import DEFAULT_DIR, load_checkpoint, read_manifest
+from .data import DatasetSplits, load_dataset
+from .features import predict_classes
+from .models import ARCHITECTURES
+from .paper_results import TABLE7_BETAS
+from .training import TrainConfig
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One model of the zoo: an attack (with settings) on a dataset and architecture."""
+
+    name: str
+    arch: str
+    attack: str
+    settings: dict = field(default_factory=dict)
+    dataset: str = "digits"
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+    def build_attack(self):
+        return build_attack(self.attack, **self.settings)
+
+
+def zoo_entries(archs: tuple[str, ...] = ARCHITECTURES) -> list[ZooEntry]:
+    """Every registered attack with its paper settings, plus the adaptive attack at Table 7's betas, per arch."""
+    entries = []
+    for arch in archs:
+        for attack in ATTACKS:
+            if attack == "adaptive":
+                for beta in TABLE7_BETAS:
+                    entries.append(ZooEntry(f"digits-{arch}-adaptive-b{beta:g}", arch, attack, {"beta": beta}))
+            else:
+                entries.append(ZooEntry(f"digits-{arch}-{attack}", arch, attack))
+    return entries
+
+
+def select(entries: list[ZooEntry], only: list[str] | None) -> list[ZooEntry]:
+    """Entries whose name is in ``only`` (all when None); unknown names raise with the valid ones."""
+    if not only:
+        return entries
+    names = {entry.name for entry in entries}
+    unknown = sorted(set(only) - names)
+    if unknown:
+        raise ValueError(f"only: unknown zoo entries {unknown}; available: {sorted(names)}")
+    return [entry for entry in entries if entry.name in only]
+
+
+def build(
+    only: list[str] | None = None,
+    folder: str | Path = DEFAULT_DIR,
+    entries: list[ZooEntry] | None = None,
+    data: DatasetSplits | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Train and save the selected entries (replacing existing files); returns the names built."""
+    from .pipeline import attacked_model
+
+    chosen = select(entries if entries is not None else zoo_entries(), only)
+    built = []
+    for entry in chosen:
+        split = data or load_dataset(entry.dataset)
+        attacked_model(entry.dataset, entry.arch, entry.build_attack(), config=entry.config, checkpoints=folder,
+                       retrain=True, save=True, progress=progress, data=split, name=entry.name)
+        built.append(entry.name)
+    return built
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    name: str
+    ok: bool
+    message: str
+
+
+def verify(folder: str | Path = DEFAULT_DIR, tolerance: float = 0.005, data: DatasetSplits | None = None) -> list[VerifyResult]:
+    """Check each manifest entry: hash (on load), then MA and ASR re-measured within ``tolerance`` (fraction)."""
+    results = []
+    manifest = read_manifest(folder)
+    for name, entry in sorted(manifest["entries"].items()):
+        try:
+            model, entry, extra = load_checkpoint(name, folder)
+        except (ValueError, FileNotFoundError) as error:  # ChecksumError is a ValueError
+            results.append(VerifyResult(name, False, str(error)))
+            continue
+        config = entry["config"]
+        split = data or load_dataset(config["dataset"])
+        attack = build_attack(config["attack"], **_constructor_settings(config.get("attack_settings", {})))
+        attack.load_state_tensors(extra)
+        ma = float(np.mean(predict_classes(model, split.test) == split.test.y.numpy()))
+        poisoned = attack.poisoned_test_set(split.test)
+        asr = float(np.mean(predict_classes(model, poisoned) == attack.target))
+        expected = entry.get("metrics", {})
+        problems = [f"{key} {value:.4f} vs manifest {expected[key]:.4f}"
+                    for key, value in (("ma", ma), ("asr", asr))
+                    if key in expected and abs(value - expected[key]) > tolerance]
+        message = "; ".join(problems) if problems else f"sha256 ok, MA {ma:.2%}, ASR {asr:.2%}"
+        results.append(VerifyResult(name, not problems, message))
+    return results
+
+
+def _constructor_settings(settings: dict) -> dict:
+    """JSON turned tuples into lists; constructors expect tuples for positions."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
