@@ -1,0 +1,303 @@
+"""Interactive exploration of the layer-wise analysis (paper, Fig. 2), for notebooks.
+
+:class:`LayerwiseExplorer` runs the model once over the benign evaluation images and the
+poisoned ones and keeps, for every input, its cosine similarity to every class's benign
+centroids at every layer, its predicted class and its detector score. Everything the
+notebook shows is then read from those arrays: curves per class, histograms per layer,
+TPR/FPR per threshold tau, so widget callbacks never run the model.
+
+:class:`ExplorerApp` (built by :meth:`LayerwiseExplorer.widget`) is the ipywidgets app:
+class, layer and tau controls, a TPR/FPR readout and two plotly ``FigureWidget``s.
+
+As in the paper's Sec. 3, the curves of a class ``c`` use the benign and the poisoned
+evaluation inputs that the model *classifies* as ``c``, each compared with ``c``'s
+centroids (for a class other than the attack's target, few poisoned inputs remain: the
+ASR misses). One difference: the centroids are the detector's, estimated on the
+defender's reference split (the paper's Sec. 3 analysis uses 10% of the target class's
+test images, which is what our reference split is on CIFAR-10 and GTSRB).
+"""
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Sequence
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+import torch.nn as nn
+
+from .data import LabeledImages
+from .detection import LayerwiseDetector
+from .features import iter_features
+from .plotting import histogram_figure, layerwise_curve_figure
+from .similarity import EPS
+
+TAU_MIN, TAU_MAX, TAU_STEP = 0.5, 4.0, 0.1
+
+
+class LayerwiseExplorer:
+    """Precomputed layer-wise similarities, scores and rates of one attacked model.
+
+    Parameters
+    ----------
+    model : the (possibly attacked) classifier.
+    detector : a :class:`LayerwiseDetector` fitted with :meth:`~LayerwiseDetector.fit`
+        on this model (so that it knows the layers' module paths).
+    benign_test : benign evaluation images with their true labels.
+    poisoned_test : the poisoned evaluation images (trigger applied).
+    target : the attack's target class (the default class of the curves).
+    batch_size : inputs per forward pass while precomputing.
+
+    Attributes (all NumPy, computed once in ``__init__``): ``classes`` (the detector's
+    classes), ``benign_similarity`` ``[Nb, L, C]`` and ``poisoned_similarity``
+    ``[Np, L, C]`` (cosine similarity of input i at layer l+1 to the centroid of
+    ``classes[c]``), ``benign_predicted`` / ``poisoned_predicted`` ``[N]`` and
+    ``benign_scores`` / ``poisoned_scores`` ``[N]`` (the detector's score of each input,
+    against its predicted class).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        detector: LayerwiseDetector,
+        benign_test: LabeledImages,
+        poisoned_test: LabeledImages,
+        target: int,
+        batch_size: int = 256,
+    ) -> None:
+        if not isinstance(detector, LayerwiseDetector):
+            raise TypeError(f"detector: expected a LayerwiseDetector, got {type(detector).__name__}")
+        if not hasattr(detector, "mu_") or getattr(detector, "layer_names_", None) is None:
+            raise ValueError("detector: expected a detector fitted with fit(model, reference), got an unfitted one "
+                             "or one fitted with fit_features (it does not know the model's layers)")
+        for name, data in (("benign_test", benign_test), ("poisoned_test", poisoned_test)):
+            if not isinstance(data, LabeledImages):
+                raise TypeError(f"{name}: expected LabeledImages, got {type(data).__name__}")
+            if len(data) == 0:
+                raise ValueError(f"{name}: got no images")
+        self.model, self.detector = model, detector
+        self.classes: list[int] = detector.classes_.tolist()
+        self.target = self._check_class(target, "target")
+        self.n_layers: int = detector.n_layers_
+        self.layer_names: list[str] = list(detector.layer_names_)
+        self.benign_labels = benign_test.y.numpy().astype(np.int64)
+        self.benign_similarity, self.benign_predicted, self.benign_scores = self._precompute(benign_test, batch_size)
+        self.poisoned_similarity, self.poisoned_predicted, self.poisoned_scores = self._precompute(
+            poisoned_test, batch_size)
+
+    # ------------------------------------------------------------------ precomputation
+    def _precompute(self, data: LabeledImages, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One forward pass: similarity to every class ``[N, L, C]``, predicted class ``[N]``, score ``[N]``.
+
+        Same numbers as :meth:`LayerwiseDetector.layerwise_similarity_features` for each class
+        (Definition 2, float64, zero vectors give 0), computed for all classes with one
+        matrix product per layer.
+        """
+        centroids = [torch.stack([self.detector.centroids_[c][i].cpu() for c in self.classes])
+                     for i in range(self.n_layers)]  # per layer [C, D_l], float64
+        centroid_norms = [c.norm(dim=1) for c in centroids]
+        similarity, predicted, scores = [], [], []
+        for feats, logits in iter_features(self.model, data, self.layer_names, batch_size):
+            batch_predicted = logits.argmax(1).cpu().numpy()
+            batch = np.empty((len(logits), self.n_layers, len(self.classes)))
+            for i, f in enumerate(feats):
+                f64 = f.cpu().to(torch.float64)
+                norms = f64.norm(dim=1, keepdim=True) * centroid_norms[i][None, :]
+                batch[:, i, :] = (f64 @ centroids[i].T / norms.clamp_min(EPS)).numpy()
+            similarity.append(batch)
+            predicted.append(batch_predicted)
+            scores.append(self.detector.score_features(feats, batch_predicted))
+        return np.concatenate(similarity), np.concatenate(predicted), np.concatenate(scores)
+
+    # ------------------------------------------------------------------ checks
+    def _check_class(self, class_: int, name: str = "class_") -> int:
+        if isinstance(class_, bool) or not isinstance(class_, (int, np.integer)) or int(class_) not in self.classes:
+            raise ValueError(f"{name}: expected one of the detector's classes {self.classes}, got {class_!r}")
+        return int(class_)
+
+    def _check_layer(self, layer: int) -> int:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 1 <= layer <= self.n_layers:
+            raise ValueError(f"layer: expected an integer in 1..{self.n_layers}, got {layer!r}")
+        return int(layer)
+
+    @staticmethod
+    def _check_tau(tau: float) -> float:
+        if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)) or not np.isfinite(tau) or tau < 0:
+            raise ValueError(f"tau: expected a finite number >= 0, got {tau!r}")
+        return float(tau)
+
+    # ------------------------------------------------------------------ plain data
+    def curves(self, class_: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(benign [Nb, L], poisoned [Np, L])`` cosine similarities to ``class_``'s centroids, layer 1..L.
+
+        Both are the inputs the model classifies as ``class_`` (paper, Sec. 3).
+        """
+        column = self.classes.index(self._check_class(class_))
+        benign = self.benign_similarity[self.benign_predicted == class_, :, column]
+        return benign, self.poisoned_similarity[self.poisoned_predicted == class_, :, column]
+
+    def histogram_data(self, layer: int, class_: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(benign [Nb], poisoned [Np])``: column ``layer`` (1-indexed) of :meth:`curves`."""
+        layer = self._check_layer(layer)
+        benign, poisoned = self.curves(class_)
+        return benign[:, layer - 1], poisoned[:, layer - 1]
+
+    def rates(self, tau: float) -> dict[str, float | int]:
+        """The detector's TPR and FPR at threshold ``tau`` (fractions), from the precomputed scores.
+
+        As in :func:`analysis.evaluation.evaluate_detection`: every input is scored against
+        its predicted class; TPR over all poisoned inputs, FPR over all benign ones.
+        Also returns the counts ``flagged_poisoned`` / ``n_poisoned`` and ``flagged_benign`` / ``n_benign``.
+        """
+        tau = self._check_tau(tau)
+        on_poisoned = self.detector.flag_scores(self.poisoned_scores, self.poisoned_predicted, tau)
+        on_benign = self.detector.flag_scores(self.benign_scores, self.benign_predicted, tau)
+        return {"tau": tau, "tpr": float(on_poisoned.mean()), "fpr": float(on_benign.mean()),
+                "flagged_poisoned": int(on_poisoned.sum()), "n_poisoned": len(on_poisoned),
+                "flagged_benign": int(on_benign.sum()), "n_benign": len(on_benign)}
+
+    def summary(self, tau: float | None = None) -> dict[str, object]:
+        """MA and ASR of the model, the target's LOI and scored layers, and :meth:`rates` at ``tau``.
+
+        ``tau`` defaults to the detector's. MA: benign predictions equal to the labels; ASR:
+        poisoned inputs predicted as the target (fractions).
+        """
+        tau = self.detector.tau if tau is None else tau
+        return {"ma": float(np.mean(self.benign_predicted == self.benign_labels)),
+                "asr": float(np.mean(self.poisoned_predicted == self.target)),
+                "target": self.target, "loi": int(self.detector.loi_[self.target]),
+                "score_layers": list(self.detector.score_layers_[self.target]), **self.rates(tau)}
+
+    def summary_text(self, tau: float | None = None) -> str:
+        """:meth:`summary` as a few lines of plain text (percentages with one decimal, and counts)."""
+        s = self.summary(tau)
+        loi = s["loi"]
+        return "\n".join([
+            f"benign / poisoned evaluation images: {s['n_benign']} / {s['n_poisoned']}",
+            f"MA {100 * s['ma']:.1f} %   ASR {100 * s['asr']:.1f} %",
+            f"LOI of the target class {s['target']}: layer {loi} of {self.n_layers} ({self.layer_names[loi - 1]}); "
+            f"scored layers {s['score_layers']}",
+            f"tau = {s['tau']:.1f}: TPR {100 * s['tpr']:.1f} % ({s['flagged_poisoned']}/{s['n_poisoned']} poisoned "
+            f"inputs flagged), FPR {100 * s['fpr']:.1f} % ({s['flagged_benign']}/{s['n_benign']} benign inputs flagged)",
+        ])
+
+    def rates_table(self, taus: Sequence[float]) -> pd.DataFrame:
+        """TPR and FPR in percent for each threshold in ``taus`` (index: tau)."""
+        rows = [self.rates(tau) for tau in taus]
+        return pd.DataFrame({"TPR %": [100 * r["tpr"] for r in rows], "FPR %": [100 * r["fpr"] for r in rows]},
+                            index=pd.Index([r["tau"] for r in rows], name="tau"))
+
+    def layer_table(self, class_: int) -> pd.DataFrame:
+        """Per layer (index 1..L): module path, mean benign and poisoned similarity to ``class_``, their gap, LOI marks."""
+        benign, poisoned = self.curves(class_)
+        loi = self.detector.loi_[int(class_)]
+        marks = {loi: "LOI", loi - 1: "LOI-1", loi - 2: "LOI-2"}
+        table = pd.DataFrame({
+            "module": self.layer_names,
+            "benign": benign.mean(0),
+            "poisoned": poisoned.mean(0),
+            "gap": benign.mean(0) - poisoned.mean(0),
+            "mark": [marks.get(layer, "") for layer in range(1, self.n_layers + 1)],
+        }, index=pd.RangeIndex(1, self.n_layers + 1, name="layer"))
+        return table
+
+    # ------------------------------------------------------------------ figures
+    def curve_figure(self, class_: int, selected_layer: int | None = None) -> go.Figure:
+        """Fig. 2 for ``class_``: mean ± std similarity per layer, LOI-2..LOI shaded, LOI circled, a layer marked."""
+        benign, poisoned = self.curves(class_)
+        if selected_layer is not None:
+            selected_layer = self._check_layer(selected_layer)
+        role = " (attack target)" if class_ == self.target else ""
+        fig = layerwise_curve_figure(
+            benign, poisoned, self.detector.loi_[int(class_)], self.detector.score_layers_[int(class_)],
+            title=f"Cosine similarity to class {class_}{role}'s benign centroids", selected_layer=selected_layer,
+        )
+        if len(benign):
+            fig.data[0].name = f"benign, class {class_} (n={len(benign)})"
+        fig.update_layout(height=420, margin=dict(t=60, b=40))
+        return fig
+
+    def histogram_figure(self, layer: int, class_: int) -> go.Figure:
+        """Histograms of the similarity to ``class_``'s centroid at ``layer``, benign vs poisoned."""
+        benign, poisoned = self.histogram_data(layer, class_)
+        fig = histogram_figure(
+            benign, poisoned, f"Layer {layer} ({self.layer_names[layer - 1]}): similarity to class {class_}'s centroid",
+            "cosine similarity",
+        )
+        fig.data[0].name = f"benign, class {class_} (n={len(benign)})"
+        fig.update_layout(height=360, margin=dict(t=60, b=40))
+        return fig
+
+    def readout(self, tau: float) -> str:
+        """HTML line with TPR and FPR at ``tau`` (percentages and counts)."""
+        r = self.rates(tau)
+        return (f"<b>&tau; = {r['tau']:.1f}</b>: TPR {100 * r['tpr']:.1f} % "
+                f"({r['flagged_poisoned']}/{r['n_poisoned']} poisoned inputs flagged), "
+                f"FPR {100 * r['fpr']:.1f} % ({r['flagged_benign']}/{r['n_benign']} benign inputs flagged)")
+
+    # ------------------------------------------------------------------ app
+    def widget(self, class_: int | None = None, layer: int | None = None, tau: float = 2.5) -> "ExplorerApp":
+        """The ipywidgets app (a ``VBox``); defaults: the target class, its LOI, tau = 2.5."""
+        return ExplorerApp(self, class_, layer, tau)
+
+
+def show_figure(widget: go.FigureWidget, figure: go.Figure) -> None:
+    """Make ``widget`` show ``figure``: traces and layout updated in place, then its stored state resynced.
+
+    A ``FigureWidget``'s edits reach the live view as messages, but the widget's stored
+    state (``_widget_data``/``_widget_layout``, what a page reload or Voila renders) is
+    only written at construction and display; inside a ``VBox`` it would stay at the
+    constructor's figure, so it is copied again here. Writing it does not redraw the view.
+    """
+    same_traces = [t.type for t in widget.data] == [t.type for t in figure.data]
+    if same_traces:
+        with widget.batch_update():
+            widget.update(data=[t.to_plotly_json() for t in figure.data], layout=figure.layout.to_plotly_json(),
+                          overwrite=True)
+    else:
+        widget.data = []
+        widget.add_traces(list(figure.data))
+        widget.layout = figure.layout
+    widget._widget_data = deepcopy(widget._data)
+    widget._widget_layout = deepcopy(widget._layout_obj._props)
+
+
+class ExplorerApp(widgets.VBox):
+    """Controls (``class_control``, ``layer_control``, ``tau_control``), ``readout`` (HTML),
+    ``curve_figure`` and ``histogram_figure`` (``FigureWidget``s), wired to a :class:`LayerwiseExplorer`."""
+
+    def __init__(self, explorer: LayerwiseExplorer, class_: int | None = None, layer: int | None = None,
+                 tau: float = 2.5) -> None:
+        class_ = explorer.target if class_ is None else explorer._check_class(class_)
+        layer = explorer.detector.loi_[class_] if layer is None else explorer._check_layer(layer)
+        tau = explorer._check_tau(tau)
+        if not TAU_MIN <= tau <= TAU_MAX:
+            raise ValueError(f"tau: expected a value in {TAU_MIN}..{TAU_MAX} (the slider's range), got {tau}")
+        self.explorer = explorer
+        options = [(f"{c} (attack target)" if c == explorer.target else str(c), c) for c in explorer.classes]
+        self.class_control = widgets.Dropdown(options=options, value=class_, description="class")
+        self.layer_control = widgets.IntSlider(value=layer, min=1, max=explorer.n_layers, step=1, description="layer",
+                                               continuous_update=False)
+        self.tau_control = widgets.FloatSlider(value=tau, min=TAU_MIN, max=TAU_MAX, step=TAU_STEP, description="τ",
+                                               readout_format=".1f")
+        self.readout = widgets.HTML(value=explorer.readout(tau))
+        self.curve_figure = go.FigureWidget(explorer.curve_figure(class_, layer))
+        self.histogram_figure = go.FigureWidget(explorer.histogram_figure(layer, class_))
+        self.class_control.observe(self._on_view_change, names="value")
+        self.layer_control.observe(self._on_view_change, names="value")
+        self.tau_control.observe(self._on_tau_change, names="value")
+        controls = widgets.HBox([self.class_control, self.layer_control, self.tau_control])
+        super().__init__(children=[controls, self.readout, self.curve_figure, self.histogram_figure])
+
+    def _on_view_change(self, _change: dict) -> None:
+        class_, layer = self.class_control.value, self.layer_control.value
+        show_figure(self.curve_figure, self.explorer.curve_figure(class_, layer))
+        show_figure(self.histogram_figure, self.explorer.histogram_figure(layer, class_))
+
+    def _on_tau_change(self, change: dict) -> None:
+        self.readout.value = self.explorer.readout(round(float(change["new"]), 6))
+
+
+__all__ = ["LayerwiseExplorer", "ExplorerApp", "show_figure"]
