@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis demo`` and ``python -m analysis zoo list|build|verify``."""
+"""Command line: ``python -m analysis demo``, ``zoo list|build|verify`` and ``reproduce``."""
 from __future__ import annotations
 
 import argparse
@@ -90,6 +90,23 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0 if results and all(r.ok for r in results) else 1
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    import torch
+
+    from .reproduce import load_for_reproduce, reproduce
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_for_reproduce(args.dataset, args.path)
+    out = args.out or f"results/{data.name}-{args.profile}"
+    started = time.perf_counter()
+    report = reproduce(data, out, profile=args.profile, only=args.only, archs=args.archs, runs=args.runs,
+                       progress=not args.no_progress, train_subset=args.train_subset, epochs=args.epochs,
+                       command="python -m analysis reproduce " + " ".join(sys.argv[2:]), attacks=args.attacks)
+    print(f"report: {report}   ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--tolerance", type=float, default=0.005, help="allowed MA/ASR difference (fraction)")
     zoo.add_argument("--no-progress", action="store_true")
     zoo.set_defaults(func=_zoo)
+
+    from .experiments import EXPERIMENTS
+
+    rep = sub.add_parser("reproduce", help="the paper's tables and figures: CSV, Markdown and HTML")
+    rep.add_argument("dataset", nargs="?", default="digits", choices=("digits", "npz", "cifar10", "gtsrb"))
+    rep.add_argument("path", nargs="?", default=None, help="npz: the archive; cifar10/gtsrb: download folder")
+    rep.add_argument("--profile", choices=("cpu", "paper"), default="cpu",
+                     help="training budget: cpu (30 epochs, one-cycle) or paper (200 epochs, lr steps at 100/150)")
+    rep.add_argument("--only", nargs="+", choices=list(EXPERIMENTS), default=None)
+    rep.add_argument("--archs", nargs="+", choices=("resnet18", "mobilenetv2"), default=["resnet18", "mobilenetv2"])
+    rep.add_argument("--runs", type=int, default=5, help="reference redraws per detection cell")
+    rep.add_argument("--attacks", nargs="+", default=None, help="subset of attacks (default: all available)")
+    rep.add_argument("--train-subset", type=int, default=None, help="train on this many images (stratified)")
+    rep.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    rep.add_argument("--out", default=None, help="results folder (default results/DATASET-PROFILE)")
+    rep.add_argument("--threads", type=int, default=0)
+    rep.add_argument("--no-progress", action="store_true")
+    rep.set_defaults(func=_reproduce)
     return parser
 
 

@@ -1,0 +1,141 @@
+"""``python -m analysis reproduce``: run the paper's experiments, write CSV, Markdown and HTML.
+
+Every experiment of :mod:`analysis.experiments` writes ``NAME.csv`` and ``NAME.md`` (and figures as
+``*.html``) under the output folder; ``progress.json`` records finished experiments, so an interrupted
+run resumes where it stopped (trained models are cached under ``models/`` too). ``REPORT.md`` gathers
+every table, our numbers beside the paper's.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .data import DatasetSplits, load_dataset
+from .experiments import EXPERIMENTS, Study
+
+PROGRESS = "progress.json"
+TITLES = {
+    "table3": "Table 3: attack performance (MA, ASR) and training time",
+    "tables12": "Tables 1/2 and Figs. 9/10: TPR and FPR of every detector, mean ± std over runs",
+    "table4": "Table 4: poisoning rates (BadNets)",
+    "table5": "Table 5: latent vs critical features (BadNets)",
+    "table6": "Table 6: single layers vs the LOI rule",
+    "table7": "Table 7: adaptive attack",
+    "table8": "Table 8: cosine similarity vs Euclidean distance over tau",
+    "fig5": "Fig. 5: TPR and FPR over tau",
+    "curves": "Figs. 2/3/7/8: layer-wise cosine similarity (means per layer)",
+    "fig6": "Fig. 6: summed-similarity distributions",
+    "fig11": "Fig. 11: CPU runtime of fit + predict",
+}
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:
+    """A GitHub Markdown table (no extra dependency)."""
+    if frame.empty:
+        return "_(no rows: the experiment needs parts of the toolkit that are not available)_"
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
+
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _read_progress(out: Path) -> dict:
+    path = out / PROGRESS
+    return json.loads(path.read_text()) if path.is_file() else {"done": {}}
+
+
+def reproduce(
+    data: DatasetSplits,
+    out: str | Path,
+    profile: str = "cpu",
+    only: Sequence[str] | None = None,
+    archs: Sequence[str] = ("resnet18", "mobilenetv2"),
+    runs: int = 5,
+    progress: bool = True,
+    train_subset: int | None = None,
+    epochs: int | None = None,
+    command: str = "",
+    attacks: Sequence[str] | None = None,
+) -> Path:
+    """Run the selected experiments (all by default) and write results under ``out``; returns REPORT.md."""
+    unknown = sorted(set(only or ()) - set(EXPERIMENTS))
+    if unknown:
+        raise ValueError(f"only: unknown experiments {unknown}; available: {list(EXPERIMENTS)}")
+    if runs < 1:
+        raise ValueError(f"runs: expected at least 1, got {runs}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    study = Study(data, archs=tuple(archs), profile=profile, runs=runs, models_dir=out / "models",
+                  progress=progress, train_subset=train_subset, epochs=epochs)
+    if attacks is not None:
+        missing = sorted(set(attacks) - set(study.attacks))
+        if missing:
+            raise ValueError(f"attacks: {missing} not available; available: {list(study.attacks)}")
+        study.attacks = tuple(attacks)
+    state = _read_progress(out)
+    settings = {"dataset": data.name, "sizes": data.sizes(), "profile": profile, "archs": list(archs), "runs": runs,
+                "train_subset": train_subset, "epochs": epochs, "attacks": list(study.attacks)}
+    if state.get("settings", settings) != settings:
+        raise ValueError(f"out: {out} holds results of other settings {state['settings']}; "
+                         f"use another folder (or delete {out / PROGRESS}) for {settings}")
+    state["settings"] = settings
+    names = [name for name in EXPERIMENTS if not only or name in only]
+    for name in tqdm(names, desc="experiments", disable=not progress):
+        if name in state["done"]:
+            continue
+        started = time.perf_counter()
+        table, figures = EXPERIMENTS[name](study)
+        table.to_csv(out / f"{name}.csv", index=False)
+        (out / f"{name}.md").write_text(f"## {TITLES[name]}\n\n{markdown_table(table)}\n")
+        for figure_name, figure in figures:
+            figure.write_html(out / f"{figure_name}.html", include_plotlyjs="cdn")
+        state["done"][name] = {"seconds": round(time.perf_counter() - started, 1),
+                               "figures": [f"{n}.html" for n, _ in figures]}
+        (out / PROGRESS).write_text(json.dumps(state, indent=2))
+    return _write_report(out, data, profile, archs, runs, train_subset, epochs, command, state)
+
+
+def _write_report(out: Path, data, profile, archs, runs, train_subset, epochs, command, state) -> Path:
+    lines = [
+        f"# Reproduction on {data.name}",
+        "",
+        f"Command: `{command}`" if command else "",
+        f"Profile `{profile}`, architectures {', '.join(archs)}, {runs} run(s) per detection cell; "
+        f"splits: {data.sizes()}" + (f"; trained on a {train_subset}-image subset" if train_subset else "")
+        + (f"; {epochs} epochs" if epochs else "") + f". Python {platform.python_version()}.",
+        "Paper columns: CIFAR-10 for ResNet-18 rows, GTSRB for MobileNetV2 rows (percentages).",
+        "",
+    ]
+    for name in EXPERIMENTS:
+        if name in state["done"] and (out / f"{name}.md").is_file():
+            lines.append((out / f"{name}.md").read_text())
+            figs = state["done"][name].get("figures", [])
+            if figs:
+                lines.append("Figures: " + ", ".join(f"[{f}]({f})" for f in figs) + "\n")
+            lines.append(f"_{state['done'][name]['seconds']:.0f} s_\n")
+    report = out / "REPORT.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def load_for_reproduce(dataset: str, path: str | None) -> DatasetSplits:
+    if dataset == "digits":
+        return load_dataset("digits")
+    if dataset == "npz":
+        if not path:
+            raise ValueError("path: the npz dataset needs the archive's path")
+        return load_dataset("npz", path)
+    return load_dataset(dataset, path or f"data/{dataset}")

@@ -1,0 +1,73 @@
+"""`reproduce` on a tiny budget: files written, paper numbers beside ours, interrupted runs resume."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import experiments, reproduce as rep
+from analysis.data import DatasetSplits
+
+
+@pytest.fixture(scope="module")
+def tiny(digits):
+    keep = np.arange(0, len(digits.train), 9)  # 120 training images
+    return DatasetSplits("digits", digits.train.subset(keep), digits.reference, digits.test, 10)
+
+
+def test_smoke_run_writes_tables_figures_and_report(tmp_path, tiny):
+    report = rep.reproduce(tiny, tmp_path, only=["table3", "fig5", "curves"], archs=["resnet18"], runs=2,
+                           progress=False, epochs=1, attacks=["badnets"])
+    table3 = pd.read_csv(tmp_path / "table3.csv")
+    assert table3.loc[0, ["arch", "attack"]].tolist() == ["resnet18", "badnets"]
+    assert table3.loc[0, "paper_ASR"] == 97.20  # CIFAR-10 ResNet-18 BadNets, beside ours
+    assert 0 <= table3.loc[0, "MA"] <= 100
+    fig5 = pd.read_csv(tmp_path / "fig5.csv")
+    assert sorted(fig5.tau.unique()) == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    assert (tmp_path / "fig5_threshold.html").is_file() and (tmp_path / "curves_resnet18_badnets.html").is_file()
+    text = report.read_text()
+    assert "Table 3" in text and "| resnet18 | badnets |" in text
+    assert (tmp_path / "models" / "manifest.json").is_file()  # trained models are cached for resumption
+
+
+def test_interrupted_runs_resume(tmp_path, tiny, monkeypatch):
+    rep.reproduce(tiny, tmp_path, only=["table3"], archs=["resnet18"], runs=1, progress=False, epochs=1,
+                  attacks=["badnets"])
+
+    def must_not_run(study):
+        raise AssertionError("table3 was finished already")
+
+    monkeypatch.setitem(experiments.EXPERIMENTS, "table3", must_not_run)
+    monkeypatch.setitem(rep.EXPERIMENTS, "table3", must_not_run)
+    calls = []
+    original = experiments.table6_single_layers
+
+    def spy(study):
+        calls.append(study)
+        return original(study)
+
+    monkeypatch.setitem(rep.EXPERIMENTS, "table6", spy)
+    rep.reproduce(tiny, tmp_path, only=["table3", "table6"], archs=["resnet18"], runs=1, progress=False, epochs=1,
+                  attacks=["badnets"])
+    assert len(calls) == 1
+    assert set(json.loads((tmp_path / "progress.json").read_text())["done"]) == {"table3", "table6"}
+
+
+def test_results_of_other_settings_are_not_mixed(tmp_path, tiny):
+    rep.reproduce(tiny, tmp_path, only=["table6"], archs=["resnet18"], runs=1, progress=False, epochs=1,
+                  attacks=["badnets"])
+    with pytest.raises(ValueError, match="holds results of other settings"):
+        rep.reproduce(tiny, tmp_path, only=["table6"], archs=["resnet18"], runs=2, progress=False, epochs=1,
+                      attacks=["badnets"])
+
+
+def test_bad_arguments(tmp_path, tiny):
+    with pytest.raises(ValueError, match=r"only: unknown experiments \['table99'\]"):
+        rep.reproduce(tiny, tmp_path, only=["table99"])
+    with pytest.raises(ValueError, match="attacks: \\['nope'\\] not available"):
+        rep.reproduce(tiny, tmp_path, only=["table3"], attacks=["nope"])
+
+
+def test_markdown_table():
+    frame = pd.DataFrame({"a": ["x"], "b": [1.23456], "c": [float("nan")]})
+    assert rep.markdown_table(frame) == "| a | b | c |\n|---|---|---|\n| x | 1.23 |  |"
