@@ -190,7 +190,24 @@ def tables12_detection(study: Study, defenses: tuple[str, ...] | None = None) ->
                 rows.append({"arch": arch, "attack": attack, "defense": defense, "TPR": tpr.mean(),
                              "TPR_std": tpr.std(), "FPR": fpr.mean(), "FPR_std": fpr.std(), "runs": study.runs,
                              "predict_s": seconds.mean(), "paper_TPR": ptpr, "paper_FPR": pfpr})
-    return pd.DataFrame(rows), []
+    table = pd.DataFrame(rows)
+    return table, [(f"fig9_10_stability_{arch}", stability_figure(table[table.arch == arch], arch))
+                   for arch in study.archs]
+
+
+def stability_figure(table: pd.DataFrame, arch: str):
+    """Figs. 9/10: mean TPR and FPR with std error bars per detector and attack."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("TPR %", "FPR %"))
+    for defense, part in table.groupby("defense", sort=False):
+        for col, metric in ((1, "TPR"), (2, "FPR")):
+            fig.add_trace(go.Bar(x=part.attack, y=part[metric], name=defense, legendgroup=defense,
+                                 showlegend=col == 1, error_y=dict(type="data", array=part[f"{metric}_std"])),
+                          row=1, col=col)
+    fig.update_layout(title=f"Stability over runs ({arch}), mean ± std", barmode="group", template="plotly_white")
+    return fig
 
 
 # ---------------------------------------------------------------------- Table 4
