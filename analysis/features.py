@@ -42,10 +42,11 @@ def paper_layers(model: nn.Module) -> list[str]:
 
 
 @contextmanager
-def capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+def capture(model: nn.Module, names: Sequence[str], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of the named modules during forward passes inside the ``with`` block.
 
     Yields a dict ``{name: output flattened to [B, D]}``, overwritten by every forward pass.
+    ``detach=False`` keeps the outputs in the autograd graph (for losses on features).
     All hooks are removed on exit, whether or not the block raised.
     """
     modules = resolve_layers(model, names)
@@ -56,7 +57,7 @@ def capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torch.
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a tensor; pick another module")
-            outputs[name] = output.detach().flatten(1)
+            outputs[name] = (output.detach() if detach else output).flatten(1)
 
         return hook
 

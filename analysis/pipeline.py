@@ -109,6 +109,43 @@ def attacked_model(
     return AttackedModel(model, atk, data, poisoned_test, seconds, None)
 
 
+def clean_model(
+    dataset: str = "digits",
+    arch: str = "resnet18",
+    width: float | None = None,
+    config: TrainConfig | None = None,
+    checkpoints: str | Path | None = DEFAULT_DIR,
+    retrain: bool = False,
+    save: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    data: DatasetSplits | None = None,
+) -> tuple[nn.Module, float | None]:
+    """A model trained on the clean training set (the MA reference for attacks): ``(model, train seconds)``.
+
+    Loaded from ``{dataset}-{arch}-clean`` in ``checkpoints`` when present (seconds = None).
+    """
+    data = data or load_dataset(dataset)
+    name = checkpoint_name(dataset, arch, "clean")
+    if checkpoints is not None and not retrain and has_checkpoint(name, checkpoints):
+        return load_checkpoint(name, checkpoints, device or "cpu")[0], None
+    width = cpu_width(arch) if width is None else width
+    config = config or TrainConfig()
+    seed_everything(config.seed)
+    model = build_model(arch, data.num_classes, width)
+    started = time.perf_counter()
+    train(model, data.train, config, device=device, progress=progress)
+    seconds = time.perf_counter() - started
+    model.eval()
+    if save:
+        if checkpoints is None:
+            raise ValueError("checkpoints: save=True needs a folder")
+        save_checkpoint(model, name, {"dataset": dataset, "arch": arch, "width": width, "num_classes": data.num_classes,
+                                      "attack": None, "attack_settings": None, "train": config.to_dict()},
+                        checkpoints, metrics={"ma": accuracy(model, data.test)}, train_seconds=seconds)
+    return model, seconds
+
+
 @dataclass
 class Analysis:
     detector: LayerwiseDetector

@@ -14,6 +14,7 @@ on GTSRB shifts stopped BadNets from being learned at all).
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Literal
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from .data import LabeledImages
 from .devices import model_device, pick_device, seed_everything
 
-LossHook = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+LossHook = Callable[..., torch.Tensor]  # (model, x, y, logits) or (model, x, y, logits, idx) -> loss
 
 
 @dataclass
@@ -108,6 +109,16 @@ def accuracy(model: nn.Module, data: LabeledImages, batch_size: int = 512) -> fl
     return float(np.mean(predict_classes(model, data, batch_size) == data.y.numpy()))
 
 
+def _accepts_five_arguments(hook: Callable) -> bool:
+    try:
+        inspect.signature(hook).bind(None, None, None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (some builtins): keep the original four-argument call
+        return False
+    return True
+
+
 def train(
     model: nn.Module,
     data: LabeledImages,
@@ -120,10 +131,12 @@ def train(
     """Train ``model`` in place on ``data``; returns the per-epoch history.
 
     ``loss_hook(model, x, y, logits)`` may return the loss to optimise instead of the
-    plain cross-entropy (used by attacks that control training). ``eval_sets`` are
-    evaluated (accuracy against their labels) after every epoch.
+    plain cross-entropy (used by attacks that control training); a hook that takes a fifth
+    argument also gets ``idx``, the batch's row indices into ``data`` (int64 ``[B]``).
+    ``eval_sets`` are evaluated (accuracy against their labels) after every epoch.
     """
     config = config or TrainConfig()
+    hook_wants_idx = loss_hook is not None and _accepts_five_arguments(loss_hook)
     if len(data) == 0:
         raise ValueError("data: got no training images")
     seed_everything(config.seed)
@@ -149,7 +162,10 @@ def train(
                 x = random_shift(x, config.shift, generator)
             x, y = x.to(device), y.to(device)
             logits = model(x)
-            loss = loss_hook(model, x, y, logits) if loss_hook else F.cross_entropy(logits, y)
+            if loss_hook is None:
+                loss = F.cross_entropy(logits, y)
+            else:
+                loss = loss_hook(model, x, y, logits, idx) if hook_wants_idx else loss_hook(model, x, y, logits)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
