@@ -23,7 +23,8 @@ def _demo(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     checkpoints = None if args.no_checkpoints else Path(args.checkpoints)
-    config = TrainConfig(epochs=args.epochs, seed=args.seed)
+    config = TrainConfig.cpu(args.arch, seed=args.seed)
+    config.epochs = args.epochs
     run = attacked_model(
         "digits", args.arch, "badnets", config=config, checkpoints=checkpoints, retrain=args.retrain,
         save=args.save_checkpoint, device=args.device, progress=not args.no_progress,

@@ -30,7 +30,7 @@ from .pipeline import AttackedModel, attacked_model
 from .training import TrainConfig
 
 PROFILES: dict[str, Callable[[str], TrainConfig]] = {
-    "cpu": lambda arch: TrainConfig(epochs=30),
+    "cpu": lambda arch: TrainConfig.cpu(arch),
     "paper": lambda arch: TrainConfig.paper(arch),
 }
 

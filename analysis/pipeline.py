@@ -80,7 +80,7 @@ def attacked_model(
         atk.load_state_tensors(extra)
         return AttackedModel(model, atk, data, atk.poisoned_test_set(data.test), None, Path(checkpoints) / name)
     width = cpu_width(arch) if width is None else width
-    config = config or TrainConfig()
+    config = config or TrainConfig.cpu(arch)
     context = AttackContext(config=config, arch=arch, width=width, device=device, progress=progress,
                             cache_dir=cache_dir)
     started = time.perf_counter()
@@ -130,7 +130,7 @@ def clean_model(
     if checkpoints is not None and not retrain and has_checkpoint(name, checkpoints):
         return load_checkpoint(name, checkpoints, device or "cpu")[0], None
     width = cpu_width(arch) if width is None else width
-    config = config or TrainConfig()
+    config = config or TrainConfig.cpu(arch)
     seed_everything(config.seed)
     model = build_model(arch, data.num_classes, width)
     started = time.perf_counter()

@@ -29,7 +29,7 @@ class ZooEntry:
     attack: str
     settings: dict = field(default_factory=dict)
     dataset: str = "digits"
-    config: TrainConfig = field(default_factory=TrainConfig)
+    config: TrainConfig | None = None  # None: TrainConfig.cpu(arch)
 
     def build_attack(self):
         return build_attack(self.attack, **self.settings)
@@ -74,12 +74,13 @@ def build(
     built = []
     for entry in chosen:
         split = data or load_dataset(entry.dataset)
+        config = entry.config or TrainConfig.cpu(entry.arch)
         if entry.attack == "clean":
-            clean_model(entry.dataset, entry.arch, config=entry.config, checkpoints=folder, retrain=True, save=True,
+            clean_model(entry.dataset, entry.arch, config=config, checkpoints=folder, retrain=True, save=True,
                         progress=progress, data=split)
             built.append(entry.name)
             continue
-        attacked_model(entry.dataset, entry.arch, entry.build_attack(), config=entry.config, checkpoints=folder,
+        attacked_model(entry.dataset, entry.arch, entry.build_attack(), config=config, checkpoints=folder,
                        retrain=True, save=True, progress=progress, data=split, name=entry.name)
         built.append(entry.name)
     return built
