@@ -81,7 +81,7 @@ def _zoo(args: argparse.Namespace) -> int:
         return 0
     if args.zoo_command == "build":
         started = time.perf_counter()
-        built = zoo.build(args.only, folder, progress=not args.no_progress)
+        built = zoo.build(args.only, folder, progress=not args.no_progress, cache_dir=args.cache_dir)
         print(f"built {len(built)} checkpoint(s) in {time.perf_counter() - started:.0f} s: {', '.join(built)}")
         return 0
     results = zoo.verify(folder, tolerance=args.tolerance)
@@ -104,7 +104,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     report = reproduce(data, out, profile=args.profile, only=args.only, archs=args.archs, runs=args.runs,
                        progress=not args.no_progress, train_subset=args.train_subset, epochs=args.epochs,
-                       command="python -m analysis reproduce " + " ".join(sys.argv[2:]), attacks=args.attacks)
+                       command="python -m analysis reproduce " + " ".join(sys.argv[2:]), attacks=args.attacks,
+                       max_eval=args.max_eval or None)
     print(f"report: {report}   ({time.perf_counter() - started:.0f} s)")
     return 0
 
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--only", nargs="+", default=None, metavar="NAME", help="zoo entries to build")
     zoo.add_argument("--checkpoints", default=str(DEFAULT_DIR))
     zoo.add_argument("--tolerance", type=float, default=0.005, help="allowed MA/ASR difference (fraction)")
+    zoo.add_argument("--cache-dir", default="results/cache",
+                     help="where attack preparations (ISSBA encoder, LC perturbations, ...) are cached")
     zoo.add_argument("--no-progress", action="store_true")
     zoo.set_defaults(func=_zoo)
 
@@ -148,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--attacks", nargs="+", default=None, help="subset of attacks (default: all available)")
     rep.add_argument("--train-subset", type=int, default=None, help="train on this many images (stratified)")
     rep.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    rep.add_argument("--max-eval", type=int, default=100,
+                     help="Tables 1/2: at most this many benign and this many poisoned inputs per run (0 = all)")
     rep.add_argument("--out", default=None, help="results folder (default results/DATASET-PROFILE)")
     rep.add_argument("--threads", type=int, default=0)
     rep.add_argument("--no-progress", action="store_true")

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from . import paper_results as paper
 from .attacks import ATTACKS, build_attack
@@ -53,6 +54,7 @@ class Study:
     attacks: tuple[str, ...] = field(default_factory=lambda: tuple(a for a in paper.ATTACKS if a in ATTACKS))
     train_subset: int | None = None  # train on a seeded, stratified subset of this many images
     epochs: int | None = None  # override the profile's epochs
+    max_eval: int | None = 100  # Tables 1/2: cap on benign and on poisoned inputs per run (None = all)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def config(self, arch: str) -> TrainConfig:
@@ -116,52 +118,82 @@ class Study:
 
 
 # ---------------------------------------------------------------------- detectors in one loop
-class LayerwiseAsDefense:
-    """The layer-wise detector behind the defenses' interface (suspicion = how far below mu, in sigmas)."""
-
-    def __init__(self, tau: float = 2.5, **settings) -> None:
-        self.detector = LayerwiseDetector(tau=tau, **settings)
-
-    def fit(self, model, reference, train=None):
-        self.detector.fit(model, reference)
-        return self
-
-    def predict(self, model, x) -> np.ndarray:
-        return self.detector.predict(model, x)
-
-    def score_samples(self, model, x) -> np.ndarray:
-        found = self.detector.detect(model, x)
-        mu = np.array([self.detector.mu_[int(t)] for t in found.predicted])
-        sigma = np.array([max(self.detector.sigma_[int(t)], 1e-12) for t in found.predicted])
-        sign = 1.0 if self.detector.metric == "cosine" else -1.0
-        return sign * (mu - found.scores) / sigma
-
-
-def build_detector(name: str, seed: int = 0, **settings):
-    """``layerwise`` or a baseline defense from :mod:`analysis.defenses`, with a seed where it is randomised."""
-    if name == "layerwise":
-        return LayerwiseAsDefense(**settings)
-    from .defenses import build_defense
-
-    defense = build_defense(name, **settings)
-    if hasattr(defense, "seed"):
-        defense.seed = seed
-    return defense
+#: Extra rows of the detection tables: name -> (registered defense, settings). AC's default criterion
+#: (relative cluster size, as in Chen et al.) flags the *smaller* cluster, which on a test set where
+#: triggered inputs outnumber benign ones is the benign one; the ``reference`` criterion flags the
+#: cluster holding fewer reference samples.
+VARIANTS: dict[str, tuple[str, dict]] = {"ac-ref": ("ac", {"criterion": "reference"})}
 
 
 def available_defenses() -> tuple[str, ...]:
-    try:
-        from .defenses import DEFENSES
-    except ImportError:
-        return ("layerwise",)
-    return tuple(d for d in paper.DEFENSES if d in DEFENSES or d == "layerwise")
+    """Detector names for the comparison tables, in the paper's order, plus :data:`VARIANTS`."""
+    from .defenses import DETECTORS
+
+    return tuple(d for d in paper.DEFENSES if d in DETECTORS) + tuple(VARIANTS)
 
 
-def _detect_rates(detector, model, benign: LabeledImages, poisoned: LabeledImages) -> tuple[float, float, float]:
+def build_detector(name: str, seed: int = 0, **settings):
+    """A detector of :mod:`analysis.defenses` (``layerwise`` included) or a :data:`VARIANTS` row.
+
+    Randomised defenses get ``seed``; the layer-wise detector flags inputs of classes absent from the
+    reference set instead of raising (a redrawn reference set keeps every class, so this is a guard).
+    """
+    import inspect
+
+    from .defenses import DETECTORS, build_defense
+
+    base, extra = VARIANTS.get(name, (name, {}))
+    if base not in DETECTORS:
+        raise ValueError(f"name: unknown detector {name!r}; expected one of {sorted(DETECTORS) + sorted(VARIANTS)}")
+    extra = dict(extra)
+    if "seed" in inspect.signature(DETECTORS[base].__init__).parameters:
+        extra["seed"] = seed
+    if base == "layerwise":
+        extra["unknown_class"] = "flag"
+    return build_defense(base, **{**extra, **settings})
+
+
+def _paper_cell(table: dict, name: str, attack: str) -> tuple[float, float]:
+    base = VARIANTS.get(name, (name, {}))[0]
+    return table.get(base, {}).get(attack, (np.nan, np.nan))
+
+
+def run_detector(detector, model, reference: LabeledImages, benign: LabeledImages, poisoned: LabeledImages,
+                 train: LabeledImages | None = None) -> dict[str, float]:
+    """Fit ``detector`` on ``reference`` and run it once on benign + poisoned inputs together.
+
+    One call on the mixed set matters for AC and SCAn, which judge a set of inputs as a whole.
+    Returns TPR, FPR and AUROC of the detector's suspicion score (NaN where undefined), in %,
+    and the seconds of fit + detection.
+    """
+    from .metrics import auroc
+
     started = time.perf_counter()
-    tpr = float(np.mean(detector.predict(model, poisoned))) * 100
-    fpr = float(np.mean(detector.predict(model, benign))) * 100
-    return tpr, fpr, time.perf_counter() - started
+    detector.fit(model, reference, train=train)
+    found = detector.detect(model, torch.cat([benign.x, poisoned.x]))
+    seconds = time.perf_counter() - started
+    flagged_b, flagged_p = found.flagged[: len(benign)], found.flagged[len(benign):]
+    scores = np.asarray(found.scores, dtype=np.float64)
+    area = auroc(scores[: len(benign)], scores[len(benign):]) * 100 if np.all(np.isfinite(scores)) else np.nan
+    return {"TPR": float(flagged_p.mean()) * 100, "FPR": float(flagged_b.mean()) * 100, "AUROC": area,
+            "seconds": seconds}
+
+
+def _cap(data: LabeledImages, limit: int | None, seed: int) -> LabeledImages:
+    """A seeded subsample of at most ``limit`` images (all when ``limit`` is None)."""
+    if limit is None or len(data) <= limit:
+        return data
+    return data.subset(np.sort(np.random.default_rng(seed).choice(len(data), size=limit, replace=False)))
+
+
+def _summary(results: list[dict]) -> dict[str, float]:
+    frame = pd.DataFrame(results)
+    out = {}
+    for key in ("TPR", "FPR", "AUROC"):
+        out[key] = frame[key].mean()
+        out[f"{key}_std"] = frame[key].std(ddof=0)
+    out["seconds"] = frame.seconds.mean()
+    return out
 
 
 def _paper_table(arch: str) -> dict:
@@ -169,6 +201,13 @@ def _paper_table(arch: str) -> dict:
 
 
 # ---------------------------------------------------------------------- Table 3
+def trigger_psnr(attack, test: LabeledImages, poisoned_test: LabeledImages) -> float:
+    """Mean PSNR (dB, pixels in [0, 1]) of the triggered images against their benign versions (inf = identical)."""
+    clean = test.of_class_not(attack.target).x
+    mse = ((poisoned_test.x - clean) ** 2).flatten(1).mean(1)
+    return float(torch.mean(10 * torch.log10(1.0 / mse.clamp_min(1e-12))))
+
+
 def table3_attacks(study: Study) -> tuple[pd.DataFrame, list]:
     """Per attack: MA (and the clean model's), ASR, training time, and the layer-wise detector at tau = 2.5.
 
@@ -190,6 +229,9 @@ def table3_attacks(study: Study) -> tuple[pd.DataFrame, list]:
             rows.append({"arch": arch, "attack": attack, "MA": ma, "MA_vs_clean": ma - clean_ma,
                          "ASR": float(np.mean(found_p.predicted == run.attack.target)) * 100,
                          "train_s": run.train_seconds, "LOI": detector.loi_[run.attack.target],
+                         "PSNR_dB": trigger_psnr(run.attack, run.data.test, run.poisoned_test),
+                         "bit_acc": run.attack.quality(run.data.test)["bit_accuracy"] * 100
+                         if hasattr(run.attack, "quality") else np.nan,
                          "TPR": found_p.flagged.mean() * 100, "FPR": found_b.flagged.mean() * 100,
                          "paper_MA": paper_ma, "paper_ASR": paper_asr, "paper_TPR": paper_tpr, "paper_FPR": paper_fpr})
     return pd.DataFrame(rows), []
@@ -197,24 +239,32 @@ def table3_attacks(study: Study) -> tuple[pd.DataFrame, list]:
 
 # ---------------------------------------------------------------------- Tables 1/2 and Figs. 9/10
 def tables12_detection(study: Study, defenses: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, list]:
-    """TPR and FPR of every detector on every attack, mean ± std over runs, beside Tables 1/2."""
+    """TPR, FPR (and AUROC) of every detector on every attack, mean ± std over runs, beside Tables 1/2.
+
+    Run ``r``: the reference set is redrawn (:meth:`Study.redraw`), randomised defenses get seed ``r``,
+    and every detector sees the same inputs: the run's benign evaluation images and their triggered
+    non-target versions, each capped at ``study.max_eval`` by a seeded subsample (RS and STRIP cost
+    100 forward passes per input). Fine-Pruning fine-tunes on the model's training set.
+    """
     defenses = defenses or available_defenses()
     rows = []
     for arch in study.archs:
         for attack in study.attacks:
             run = study.model(arch, attack)
-            for defense in defenses:
-                results = []
-                for r in range(study.runs):
-                    reference, benign = study.redraw(r)
-                    poisoned = run.attack.poisoned_test_set(benign)
-                    detector = build_detector(defense, seed=r).fit(run.model, reference, train=run.data.train)
-                    results.append(_detect_rates(detector, run.model, benign, poisoned))
-                tpr, fpr, seconds = np.array(results).T
-                ptpr, pfpr = _paper_table(arch)[defense][attack]
-                rows.append({"arch": arch, "attack": attack, "defense": defense, "TPR": tpr.mean(),
-                             "TPR_std": tpr.std(), "FPR": fpr.mean(), "FPR_std": fpr.std(), "runs": study.runs,
-                             "predict_s": seconds.mean(), "paper_TPR": ptpr, "paper_FPR": pfpr})
+            results: dict[str, list[dict]] = {name: [] for name in defenses}
+            for r in range(study.runs):
+                reference, benign = study.redraw(r)
+                poisoned = _cap(run.attack.poisoned_test_set(benign), study.max_eval, 2000 + r)
+                benign = _cap(benign, study.max_eval, 1000 + r)
+                for name in tqdm(defenses, desc=f"{arch} {attack} run {r}", leave=False, disable=not study.progress):
+                    detector = build_detector(name, seed=r)
+                    results[name].append(run_detector(detector, run.model, reference, benign, poisoned,
+                                                      train=run.data.train))
+            for name in defenses:
+                ptpr, pfpr = _paper_cell(_paper_table(arch), name, attack)
+                rows.append({"arch": arch, "attack": attack, "defense": name, **_summary(results[name]),
+                             "runs": study.runs, "n_benign": len(benign), "n_poisoned": len(poisoned),
+                             "paper_TPR": ptpr, "paper_FPR": pfpr})
     table = pd.DataFrame(rows)
     return table, [(f"fig9_10_stability_{arch}", stability_figure(table[table.arch == arch], arch))
                    for arch in study.archs]
@@ -256,32 +306,43 @@ def table4_rates(study: Study, rates: tuple[float, ...] = (0.01, 0.03, 0.05, 0.1
 
 # ---------------------------------------------------------------------- Table 5
 def table5_features(study: Study) -> tuple[pd.DataFrame, list]:
-    """AC, SCAn and the layer-wise detector on latent vs critical features (BadNets, last architecture)."""
-    arch = study.archs[-1]
-    run = study.model(arch, "badnets")
-    target = run.attack.target
-    layers = paper_layers(run.model)
-    base = LayerwiseDetector().fit(run.model, run.data.reference)
-    critical = [layers[layer - 1] for layer in base.score_layers_[target]]
-    latent_index = layers.index(run.model.latent_layer) + 1 if run.model.latent_layer in layers else len(layers) - 1
+    """AC, SCAn and the layer-wise detector on latent vs critical features (BadNets, every architecture).
+
+    Latent = the layer before the classifier (``model.latent_layer``); critical = the layers
+    LOI-2..LOI of the target class that the layer-wise detector found on the run's reference set.
+    """
     rows = []
-    for defense in [d for d in ("ac", "scan", "layerwise") if d in available_defenses()]:
-        for kind in ("latent", "critical"):
-            if defense == "layerwise":
-                settings = {"score_layers": [latent_index]} if kind == "latent" else {}
-            else:
-                settings = {"layers": [run.model.latent_layer] if kind == "latent" else critical}
-            results = []
-            for r in range(study.runs):
-                reference, benign = study.redraw(r)
-                detector = build_detector(defense, seed=r, **settings).fit(run.model, reference, train=run.data.train)
-                results.append(_detect_rates(detector, run.model, benign, run.attack.poisoned_test_set(benign))[:2])
-            tpr, fpr = np.array(results).T
-            p = paper.TABLE5_FEATURES[defense]
-            rows.append({"arch": arch, "defense": defense, "features": kind, "TPR": tpr.mean(), "TPR_std": tpr.std(),
-                         "FPR": fpr.mean(), "FPR_std": fpr.std(),
-                         "paper_TPR": p[0] if kind == "latent" else p[1], "paper_FPR": p[2] if kind == "latent" else p[3]})
+    for arch in study.archs:
+        run = study.model(arch, "badnets")
+        target = run.attack.target
+        layers = paper_layers(run.model)
+        # the layer-wise detector reads paper layers; the one feeding the classifier is layer L-1
+        latent_index = layers.index(run.model.latent_layer) + 1 if run.model.latent_layer in layers else len(layers) - 1
+        for defense in ("ac", "ac-ref", "scan", "layerwise"):
+            for kind in ("latent", "critical"):
+                results = []
+                for r in range(study.runs):
+                    reference, benign = study.redraw(r)
+                    found = LayerwiseDetector().fit(run.model, reference)
+                    critical = [layers[layer - 1] for layer in found.score_layers_[target]]
+                    if defense == "layerwise":
+                        settings = {"score_layers": [latent_index]} if kind == "latent" else {}
+                    else:
+                        settings = {"layers": [run.model.latent_layer] if kind == "latent" else critical}
+                    detector = build_detector(defense, seed=r, **settings)
+                    results.append(run_detector(detector, run.model, reference, benign,
+                                                run.attack.poisoned_test_set(benign), train=run.data.train))
+                p = paper.TABLE5_FEATURES[VARIANTS.get(defense, (defense, {}))[0]]
+                rows.append({"arch": arch, "defense": defense, "features": kind, **_summary(results),
+                             "paper_TPR": p[0] if kind == "latent" else p[1],
+                             "paper_FPR": p[2] if kind == "latent" else p[3]})
     return pd.DataFrame(rows), []
+
+
+def _layerwise_rates(detector: LayerwiseDetector, model, benign: LabeledImages, poisoned: LabeledImages):
+    """TPR and FPR (%) of a fitted layer-wise detector (it judges each input on its own)."""
+    return (float(np.mean(detector.predict(model, poisoned))) * 100,
+            float(np.mean(detector.predict(model, benign))) * 100)
 
 
 # ---------------------------------------------------------------------- Table 6
@@ -295,7 +356,7 @@ def table6_single_layers(study: Study) -> tuple[pd.DataFrame, list]:
         ours = LayerwiseDetector().fit(run.model, run.data.reference)
         for layer in list(range(1, n_layers + 1)) + ["ours"]:
             detector = ours if layer == "ours" else LayerwiseDetector(score_layers=[layer]).fit(run.model, run.data.reference)
-            tpr, fpr, _ = _detect_rates(detector, run.model, run.data.test, run.poisoned_test)
+            tpr, fpr = _layerwise_rates(detector, run.model, run.data.test, run.poisoned_test)
             p = paper.TABLE6_SINGLE_LAYER[attack]
             ptpr = p["ours_tpr"] if layer == "ours" else (p["tpr"][layer - 1] if layer <= len(p["tpr"]) else np.nan)
             pfpr = p["ours_fpr"] if layer == "ours" else (p["fpr"][layer - 1] if layer <= len(p["fpr"]) else np.nan)
@@ -305,24 +366,25 @@ def table6_single_layers(study: Study) -> tuple[pd.DataFrame, list]:
 
 
 # ---------------------------------------------------------------------- Table 7
-def table7_adaptive(study: Study, betas: tuple[float, ...] = paper.TABLE7_BETAS) -> tuple[pd.DataFrame, list]:
-    """The adaptive attack per beta: MA, ASR and TPR/FPR of AC, SCAn and the layer-wise detector."""
-    if "adaptive" not in ATTACKS:
-        return pd.DataFrame(), []
-    arch = study.archs[0]
+def table7_adaptive(study: Study, betas: tuple[float, ...] = paper.ADAPTIVE_BETAS) -> tuple[pd.DataFrame, list]:
+    """The adaptive attack per beta (every architecture): MA, ASR and TPR/FPR of AC, SCAn and the layer-wise detector.
+
+    One run on the dataset's own reference/evaluation split, as the paper's Table 7.
+    """
     rows = []
-    for beta in betas:
-        run = study.model(arch, "adaptive", name=f"{study.data.name}-{arch}-adaptive-b{beta:g}", beta=beta)
-        row = {"arch": arch, "beta": beta,
-               "MA": float(np.mean(predict_classes(run.model, run.data.test) == run.data.test.y.numpy())) * 100,
-               "ASR": float(np.mean(predict_classes(run.model, run.poisoned_test) == run.attack.target)) * 100}
-        for defense in [d for d in ("ac", "scan", "layerwise") if d in available_defenses()]:
-            detector = build_detector(defense).fit(run.model, run.data.reference, train=run.data.train)
-            row[f"{defense}_TPR"], row[f"{defense}_FPR"], _ = _detect_rates(detector, run.model, run.data.test,
-                                                                          run.poisoned_test)
-        paper_row = paper.adaptive_row(beta) or {}
-        row.update({f"paper_{k}": v for k, v in paper_row.items()})
-        rows.append(row)
+    for arch in study.archs:
+        for beta in betas:
+            run = study.model(arch, "adaptive", name=f"{study.data.name}-{arch}-adaptive-b{beta:g}", beta=beta)
+            row = {"arch": arch, "beta": beta,
+                   "MA": float(np.mean(predict_classes(run.model, run.data.test) == run.data.test.y.numpy())) * 100,
+                   "ASR": float(np.mean(predict_classes(run.model, run.poisoned_test) == run.attack.target)) * 100}
+            for defense in ("ac", "ac-ref", "scan", "layerwise"):
+                found = run_detector(build_detector(defense), run.model, run.data.reference, run.data.test,
+                                     run.poisoned_test, train=run.data.train)
+                row[f"{defense}_TPR"], row[f"{defense}_FPR"] = found["TPR"], found["FPR"]
+            paper_row = paper.adaptive_row(beta) or {}
+            row.update({f"paper_{k}": v for k, v in paper_row.items()})
+            rows.append(row)
     return pd.DataFrame(rows), []
 
 
@@ -431,22 +493,44 @@ def fig6_scores(study: Study) -> tuple[pd.DataFrame, list]:
 
 
 # ---------------------------------------------------------------------- Fig. 11
+def detector_runtime(model, reference: LabeledImages, inputs: torch.Tensor,
+                     detectors: tuple[str, ...] = ("layerwise", "ac", "scan"), repeats: int = 3) -> pd.DataFrame:
+    """Seconds to fit each detector on ``reference`` and to run it once on ``inputs`` (median of ``repeats``).
+
+    Repeats rotate the detectors' order so that machine load affects all alike; ``total_vs_layerwise``
+    is each detector's total time over the layer-wise detector's, from the same run.
+    """
+    import statistics
+
+    times: dict[str, dict[str, list[float]]] = {name: {"fit_s": [], "detect_s": []} for name in detectors}
+    for repeat in range(repeats):
+        shift = repeat % len(detectors)
+        for name in detectors[shift:] + detectors[:shift]:
+            detector = build_detector(name)
+            started = time.perf_counter()
+            detector.fit(model, reference)
+            fitted = time.perf_counter()
+            detector.predict(model, inputs)
+            times[name]["fit_s"].append(fitted - started)
+            times[name]["detect_s"].append(time.perf_counter() - fitted)
+    table = pd.DataFrame([{"detector": name, **{k: statistics.median(v) for k, v in t.items()}}
+                          for name, t in times.items()])
+    table["total_s"] = table.fit_s + table.detect_s
+    if "layerwise" in detectors:
+        table["total_vs_layerwise"] = table.total_s / float(table.loc[table.detector == "layerwise", "total_s"].iloc[0])
+    return table
+
+
 def fig11_runtime(study: Study) -> tuple[pd.DataFrame, list]:
-    """CPU seconds of fit + predict on all benign and poisoned evaluation inputs (Fig. 11), and ratios."""
-    rows = []
+    """CPU seconds of fit + detection on all benign and poisoned evaluation inputs (Fig. 11), and ratios."""
+    frames = []
     for arch in study.archs:
         run = study.model(arch, "badnets")
-        inputs = LabeledImages(torch.cat([run.data.test.x, run.poisoned_test.x]),
-                               torch.cat([run.data.test.y, run.poisoned_test.y]))
-        for defense in [d for d in ("layerwise", "ac", "scan") if d in available_defenses()]:
-            started = time.perf_counter()
-            build_detector(defense).fit(run.model, run.data.reference).predict(run.model, inputs)
-            rows.append({"arch": arch, "defense": defense, "seconds": time.perf_counter() - started})
-    table = pd.DataFrame(rows)
-    if len(table):
-        base = table[table.defense == "layerwise"].set_index("arch").seconds
-        table["ratio_to_layerwise"] = table.seconds / table.arch.map(base)
-    return table, []
+        table = detector_runtime(run.model, run.data.reference, torch.cat([run.data.test.x, run.poisoned_test.x]))
+        table.insert(0, "arch", arch)
+        table["threads"] = torch.get_num_threads()
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True), []
 
 
 EXPERIMENTS: dict[str, Callable[[Study], tuple[pd.DataFrame, list]]] = {

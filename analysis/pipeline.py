@@ -37,7 +37,7 @@ class AttackedModel:
     attack: Attack
     data: DatasetSplits
     poisoned_test: LabeledImages
-    train_seconds: float | None
+    train_seconds: float | None  # training time; for a loaded checkpoint, the one its manifest records
     loaded_from: Path | None
 
 
@@ -78,7 +78,8 @@ def attacked_model(
                 f"{atk.name} {atk.settings()}; pass retrain=True or another checkpoints folder"
             )
         atk.load_state_tensors(extra)
-        return AttackedModel(model, atk, data, atk.poisoned_test_set(data.test), None, Path(checkpoints) / name)
+        return AttackedModel(model, atk, data, atk.poisoned_test_set(data.test), entry.get("train_seconds"),
+                             Path(checkpoints) / name)
     width = cpu_width(arch) if width is None else width
     config = config or TrainConfig.cpu(arch)
     context = AttackContext(config=config, arch=arch, width=width, device=device, progress=progress,
@@ -123,12 +124,13 @@ def clean_model(
 ) -> tuple[nn.Module, float | None]:
     """A model trained on the clean training set (the MA reference for attacks): ``(model, train seconds)``.
 
-    Loaded from ``{dataset}-{arch}-clean`` in ``checkpoints`` when present (seconds = None).
+    Loaded from ``{dataset}-{arch}-clean`` in ``checkpoints`` when present (seconds = those its manifest records).
     """
     data = data or load_dataset(dataset)
     name = checkpoint_name(dataset, arch, "clean")
     if checkpoints is not None and not retrain and has_checkpoint(name, checkpoints):
-        return load_checkpoint(name, checkpoints, device or "cpu")[0], None
+        model, entry, _ = load_checkpoint(name, checkpoints, device or "cpu")
+        return model, entry.get("train_seconds")
     width = cpu_width(arch) if width is None else width
     config = config or TrainConfig.cpu(arch)
     seed_everything(config.seed)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from .data import DatasetSplits, load_dataset
@@ -69,6 +70,7 @@ def reproduce(
     epochs: int | None = None,
     command: str = "",
     attacks: Sequence[str] | None = None,
+    max_eval: int | None = 100,
 ) -> Path:
     """Run the selected experiments (all by default) and write results under ``out``; returns REPORT.md."""
     unknown = sorted(set(only or ()) - set(EXPERIMENTS))
@@ -79,7 +81,7 @@ def reproduce(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = Study(data, archs=tuple(archs), profile=profile, runs=runs, models_dir=out / "models",
-                  progress=progress, train_subset=train_subset, epochs=epochs)
+                  progress=progress, train_subset=train_subset, epochs=epochs, max_eval=max_eval)
     if attacks is not None:
         missing = sorted(set(attacks) - set(study.attacks))
         if missing:
@@ -87,7 +89,7 @@ def reproduce(
         study.attacks = tuple(attacks)
     state = _read_progress(out)
     settings = {"dataset": data.name, "sizes": data.sizes(), "profile": profile, "archs": list(archs), "runs": runs,
-                "train_subset": train_subset, "epochs": epochs, "attacks": list(study.attacks)}
+                "train_subset": train_subset, "epochs": epochs, "attacks": list(study.attacks), "max_eval": max_eval}
     if state.get("settings", settings) != settings:
         raise ValueError(f"out: {out} holds results of other settings {state['settings']}; "
                          f"use another folder (or delete {out / PROGRESS}) for {settings}")
@@ -105,17 +107,19 @@ def reproduce(
         state["done"][name] = {"seconds": round(time.perf_counter() - started, 1),
                                "figures": [f"{n}.html" for n, _ in figures]}
         (out / PROGRESS).write_text(json.dumps(state, indent=2))
-    return _write_report(out, data, profile, archs, runs, train_subset, epochs, command, state)
+    return _write_report(out, data, profile, archs, runs, train_subset, epochs, command, state, max_eval)
 
 
-def _write_report(out: Path, data, profile, archs, runs, train_subset, epochs, command, state) -> Path:
+def _write_report(out: Path, data, profile, archs, runs, train_subset, epochs, command, state, max_eval=None) -> Path:
     lines = [
         f"# Reproduction on {data.name}",
         "",
         f"Command: `{command}`" if command else "",
         f"Profile `{profile}`, architectures {', '.join(archs)}, {runs} run(s) per detection cell; "
         f"splits: {data.sizes()}" + (f"; trained on a {train_subset}-image subset" if train_subset else "")
-        + (f"; {epochs} epochs" if epochs else "") + f". Python {platform.python_version()}.",
+        + (f"; {epochs} epochs" if epochs else "")
+        + (f"; Tables 1/2 on at most {max_eval} benign + {max_eval} poisoned inputs per run" if max_eval else "")
+        + f". Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads.",
         "Paper columns: CIFAR-10 for ResNet-18 rows, GTSRB for MobileNetV2 rows (percentages).",
         "",
     ]

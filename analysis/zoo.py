@@ -16,7 +16,7 @@ from .checkpoints import DEFAULT_DIR, load_checkpoint, read_manifest
 from .data import DatasetSplits, load_dataset
 from .features import predict_classes
 from .models import ARCHITECTURES
-from .paper_results import TABLE7_BETAS
+from .paper_results import ADAPTIVE_BETAS
 from .training import TrainConfig
 
 
@@ -36,13 +36,13 @@ class ZooEntry:
 
 
 def zoo_entries(archs: tuple[str, ...] = ARCHITECTURES) -> list[ZooEntry]:
-    """Every registered attack with its paper settings, plus the adaptive attack at Table 7's betas, per arch."""
+    """Every registered attack with its paper settings, plus the adaptive attack at ``ADAPTIVE_BETAS`` (a subset of Table 7's), per arch."""
     entries = []
     for arch in archs:
         entries.append(ZooEntry(f"digits-{arch}-clean", arch, "clean"))
         for attack in ATTACKS:
             if attack == "adaptive":
-                for beta in TABLE7_BETAS:
+                for beta in ADAPTIVE_BETAS:
                     entries.append(ZooEntry(f"digits-{arch}-adaptive-b{beta:g}", arch, attack, {"beta": beta}))
             else:
                 entries.append(ZooEntry(f"digits-{arch}-{attack}", arch, attack))
@@ -66,8 +66,13 @@ def build(
     entries: list[ZooEntry] | None = None,
     data: DatasetSplits | None = None,
     progress: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> list[str]:
-    """Train and save the selected entries (replacing existing files); returns the names built."""
+    """Train and save the selected entries (replacing existing files); returns the names built.
+
+    ``cache_dir`` keeps costly attack preparations (ISSBA's encoder, IAD's mask generator, LC's
+    benign model and perturbed images) so that, e.g., both architectures share one ISSBA encoder.
+    """
     from .pipeline import attacked_model, clean_model
 
     chosen = select(entries if entries is not None else zoo_entries(), only)
@@ -81,7 +86,7 @@ def build(
             built.append(entry.name)
             continue
         attacked_model(entry.dataset, entry.arch, entry.build_attack(), config=config, checkpoints=folder,
-                       retrain=True, save=True, progress=progress, data=split, name=entry.name)
+                       retrain=True, save=True, progress=progress, data=split, name=entry.name, cache_dir=cache_dir)
         built.append(entry.name)
     return built
 

@@ -10,13 +10,13 @@ from analysis.pipeline import attacked_model
 def _save(folder, attack):
     config = {"arch": "resnet18", "width": 4, "num_classes": 10, "dataset": "digits", "attack": attack.name,
               "attack_settings": attack.settings()}
-    save_checkpoint(build_model("resnet18", 10, 4), "digits-resnet18-badnets", config, folder)
+    save_checkpoint(build_model("resnet18", 10, 4), "digits-resnet18-badnets", config, folder, train_seconds=12.5)
 
 
 def test_checkpoint_is_loaded_for_the_same_settings(tmp_path, digits):
     _save(tmp_path, BadNets())
     run = attacked_model(data=digits, checkpoints=tmp_path)
-    assert run.loaded_from == tmp_path / "digits-resnet18-badnets" and run.train_seconds is None
+    assert run.loaded_from == tmp_path / "digits-resnet18-badnets" and run.train_seconds == 12.5  # from the manifest
     assert len(run.poisoned_test) == int((digits.test.y != 1).sum())
 
 

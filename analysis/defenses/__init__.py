@@ -1,0 +1,57 @@
+"""The six baseline defenses of the paper (Sec. 5.1, App. D.4), as input detectors with one interface.
+
+Each is built with settings only, fitted with ``fit(model, reference, train=None)``
+and used with ``predict(model, x)`` (``[N]`` bool, True = poisoned) and
+``score_samples(model, x)`` (``[N]`` float, higher = more suspicious); see
+:mod:`analysis.defenses.base`. Paper settings are the defaults.
+
+=============  ==========================================  =========================================
+name           class                                        flags an input when
+=============  ==========================================  =========================================
+``rs``         :class:`RandomizedSmoothing`                 the majority vote of 100 noisy copies differs
+``shrinkpad``  :class:`ShrinkPad`                           the prediction changes after shrink + pad
+``fp``         :class:`FinePruning`                         the pruned, fine-tuned copy disagrees
+``ac``         :class:`ActivationClustering`                it is in a small 2-means cluster of its class
+``strip``      :class:`STRIP`                               its entropy under blending is below the 10th pct
+``scan``       :class:`SCAn`                                its class splits anomalously well in two
+=============  ==========================================  =========================================
+
+``DETECTORS`` adds ``"layerwise"``: :class:`LayerwiseDefense`, the paper's detector behind
+the same interface.
+"""
+from __future__ import annotations
+
+from .activation_clustering import ActivationClustering
+from .base import Defense
+from .fine_pruning import FinePruning
+from .layerwise import LayerwiseDefense
+from .randomized_smoothing import RandomizedSmoothing
+from .scan import SCAn
+from .shrinkpad import ShrinkPad
+from .strip import STRIP
+
+DEFENSES: dict[str, type[Defense]] = {
+    "rs": RandomizedSmoothing,
+    "shrinkpad": ShrinkPad,
+    "fp": FinePruning,
+    "ac": ActivationClustering,
+    "strip": STRIP,
+    "scan": SCAn,
+}
+
+#: the six baselines and the paper's layer-wise detector (adapter), for comparison loops
+DETECTORS: dict[str, type[Defense]] = {**DEFENSES, "layerwise": LayerwiseDefense}
+
+
+def build_defense(name: str, **settings) -> Defense:
+    """The defense registered as ``name`` (:data:`DEFENSES`, or ``"layerwise"``), built with ``settings``."""
+    if name not in DETECTORS:
+        raise ValueError(f"name: unknown defense {name!r}; expected one of {sorted(DETECTORS)}")
+    try:
+        return DETECTORS[name](**settings)
+    except TypeError as error:
+        raise TypeError(f"settings of defense {name!r}: {error}") from None
+
+
+__all__ = ["DEFENSES", "DETECTORS", "ActivationClustering", "Defense", "FinePruning", "LayerwiseDefense", "RandomizedSmoothing", "SCAn", "STRIP",
+           "ShrinkPad", "build_defense"]

@@ -1,0 +1,167 @@
+"""The interface shared by the baseline defenses.
+
+Every defense is a scikit-learn style estimator of *inputs*: settings in the constructor
+only; ``fit(model, reference, train=None)`` returns ``self`` and stores what it learns in
+attributes ending with ``_``; ``predict(model, x)`` -> bool ``[N]`` (True = poisoned);
+``score_samples(model, x)`` -> float ``[N]``, a suspicion score (higher = more suspicious).
+Subclasses implement ``_detect(model, images) -> (scores, flagged)`` and name the
+attribute that marks them fitted in ``_fitted_attribute``.
+"""
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..data import LabeledImages
+from ..devices import model_device
+from ..detection import Detection
+from ..features import capture, predict_classes, resolve_layers
+
+Images = LabeledImages | torch.Tensor | np.ndarray
+
+
+class Defense:
+    """Base class of the defenses; see the module docstring for the contract."""
+
+    _fitted_attribute = "fitted_"
+
+    def fit(self, model: nn.Module, reference: LabeledImages | None = None, train: LabeledImages | None = None):
+        raise NotImplementedError
+
+    def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, self._fitted_attribute):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(model, reference) first")
+
+    def _run(self, model: nn.Module, x: Images) -> tuple[np.ndarray, np.ndarray]:
+        self._check_fitted()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        self._check_settings()
+        scores, flagged = self._detect(model, as_images(x, "x"))
+        return np.asarray(scores, dtype=np.float64), np.asarray(flagged, dtype=bool)
+
+    def _check_settings(self) -> None:
+        """Raise a ValueError naming the first bad setting (subclasses override)."""
+
+    def predict(self, model: nn.Module, x: Images) -> np.ndarray:
+        """bool ``[N]``: True = flagged as poisoned."""
+        return self._run(model, x)[1]
+
+    def score_samples(self, model: nn.Module, x: Images) -> np.ndarray:
+        """float ``[N]``: suspicion score, higher = more suspicious."""
+        return self._run(model, x)[0]
+
+    def detect(self, model: nn.Module, x: Images) -> Detection:
+        """The model's predicted class, the suspicion score and the flag of every input, from one pass of the defense."""
+        scores, flagged = self._run(model, x)
+        return Detection(predict_classes(model, as_images(x, "x")), scores, flagged)
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor settings, by name (as in scikit-learn)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+
+# ---------------------------------------------------------------------- checks
+def as_images(x: Images, name: str = "x") -> torch.Tensor:
+    """Images as a float32 tensor ``[N, C, H, W]``; raises on other shapes, N = 0, NaN or inf."""
+    if isinstance(x, LabeledImages):
+        images = x.x
+    elif isinstance(x, (torch.Tensor, np.ndarray)):
+        images = torch.as_tensor(x)
+    else:
+        raise TypeError(f"{name}: expected LabeledImages, a tensor or an array of images, got {type(x).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"{name}: expected images of shape [N, C, H, W], got shape {tuple(images.shape)}")
+    if len(images) == 0:
+        raise ValueError(f"{name}: got no images (N = 0)")
+    images = images.float()
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name}: contains NaN or inf")
+    return images
+
+
+def check_labeled(data: Any, name: str, min_size: int = 1) -> LabeledImages:
+    if not isinstance(data, LabeledImages):
+        raise TypeError(f"{name}: expected LabeledImages, got {type(data).__name__}")
+    if len(data) < min_size:
+        raise ValueError(f"{name}: expected at least {min_size} images, got {len(data)}")
+    as_images(data, name)
+    return data
+
+
+def check_int(value: Any, name: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+def check_number(value: Any, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and not np.isnan(value)
+    if ok:
+        ok = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
+
+
+def check_choice(value: Any, name: str, options: Sequence[Any]) -> None:
+    if value not in options:
+        raise ValueError(f"{name}: expected one of {list(options)}, got {value!r}")
+
+
+def check_layers(model: nn.Module, layers: str | Sequence[str] | None) -> list[str]:
+    """``layers`` as a list of module paths of ``model``; None = ``[model.latent_layer]``."""
+    if layers is None:
+        latent = getattr(model, "latent_layer", None)
+        if not latent:
+            raise ValueError(f"layers: {type(model).__name__} has no 'latent_layer'; pass layers=['module.path', ...]")
+        names = [latent]
+    else:
+        names = [layers] if isinstance(layers, str) else list(layers)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"layers: expected a module path or a non-empty list of module paths, got {layers!r}")
+    resolve_layers(model, names)
+    return names
+
+
+# ---------------------------------------------------------------------- model helpers
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no autograd inside the block; the model's mode is restored on exit."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of each row of ``probs`` ``[B, K]``; 0 log 0 = 0."""
+    return torch.special.entr(probs).sum(1)
+
+
+def features_of(
+    model: nn.Module, images: torch.Tensor, layers: Sequence[str], batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened outputs of ``layers`` concatenated, float64 ``[N, sum D_l]``, and predicted classes ``[N]``."""
+    device = model_device(model)
+    chunks, predicted = [], []
+    with evaluating(model), capture(model, layers) as outputs:
+        for start in range(0, len(images), batch_size):
+            logits = model(images[start : start + batch_size].to(device))
+            chunks.append(torch.cat([outputs[name] for name in layers], 1).double().cpu().numpy())
+            predicted.append(logits.argmax(1).cpu().numpy())
+    return np.concatenate(chunks), np.concatenate(predicted)

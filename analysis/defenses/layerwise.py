@@ -1,0 +1,65 @@
+"""The layer-wise detector (:class:`analysis.detection.LayerwiseDetector`) behind the defenses' interface.
+
+``LayerwiseDefense(**settings)`` takes the detector's settings (``tau``, ``metric``,
+``layers``, ``score_layers``, ``batch_size``, ``unknown_class``) and keeps a fitted
+detector in ``detector_``, so the paper's method runs in the same loop as the six
+baselines. ``train`` is ignored.
+
+Score: the detector's summed similarity turned into a suspicion, normalised per predicted
+class as :mod:`analysis.evaluation` does: ``(mu_t - s) / sigma_t`` for cosine
+similarity, ``(s - mu_t) / sigma_t`` for Euclidean distance (so an input is flagged iff
+its score exceeds ``tau``). Inputs of classes without reference samples score NaN.
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..data import LabeledImages
+from ..detection import Detection, LayerwiseDetector
+from .base import Defense, Images, as_images, check_labeled
+
+
+class LayerwiseDefense(Defense):
+    """Adapter: the paper's layer-wise detector with the defenses' ``fit / predict / score_samples``."""
+
+    _fitted_attribute = "detector_"
+
+    def __init__(self, tau: float = 2.5, metric: Literal["cosine", "euclidean"] = "cosine",
+                 layers: Sequence[str] | None = None, score_layers: Sequence[int] | None = None,
+                 batch_size: int = 256, unknown_class: Literal["raise", "flag", "ignore"] = "raise") -> None:
+        self.tau = tau
+        self.metric = metric
+        self.layers = layers
+        self.score_layers = score_layers
+        self.batch_size = batch_size
+        self.unknown_class = unknown_class
+
+    def _make_detector(self) -> LayerwiseDetector:
+        return LayerwiseDetector(tau=self.tau, metric=self.metric, layers=self.layers, score_layers=self.score_layers,
+                                 batch_size=self.batch_size, unknown_class=self.unknown_class)
+
+    def fit(self, model: nn.Module, reference: LabeledImages, train: LabeledImages | None = None) -> "LayerwiseDefense":
+        """Fit the layer-wise detector on ``reference``; ``train`` is ignored."""
+        check_labeled(reference, "reference")
+        self.detector_ = self._make_detector().fit(model, reference)
+        return self
+
+    def detect(self, model: nn.Module, x: Images) -> Detection:
+        self._check_fitted()
+        raw = self.detector_.detect(model, as_images(x, "x"))
+        return Detection(raw.predicted, self.suspicion(raw), raw.flagged)
+
+    def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        found = self.detect(model, images)
+        return found.scores, found.flagged
+
+    def suspicion(self, detection: Detection) -> np.ndarray:
+        """Per-class normalised suspicion ``[N]`` of a raw :class:`Detection` of ``detector_``."""
+        mu = np.array([self.detector_.mu_.get(int(t), np.nan) for t in detection.predicted])
+        sigma = np.array([self.detector_.sigma_.get(int(t), np.nan) for t in detection.predicted])
+        sign = -1.0 if self.detector_.metric == "cosine" else 1.0
+        return sign * (detection.scores - mu) / np.maximum(sigma, 1e-12)

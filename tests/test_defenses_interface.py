@@ -1,0 +1,114 @@
+"""The shared interface: registry, settings, bad inputs, seeding, and the layer-wise adapter."""
+import numpy as np
+import pytest
+import torch
+
+from analysis.data import LabeledImages
+from analysis.defenses import DEFENSES, DETECTORS, LayerwiseDefense, build_defense
+from analysis.detection import LayerwiseDetector
+from analysis.models import build_model
+from analysis.training import TrainConfig
+
+N = 16  # inputs per test
+FAST = {  # small budgets so every defense runs in well under a second here
+    "rs": {"n_samples": 4}, "shrinkpad": {}, "fp": {"finetune": TrainConfig(epochs=1)},
+    "ac": {"n_components": 2}, "strip": {"n_blends": 4}, "scan": {}, "layerwise": {},
+}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3, 2).eval()
+    reference = LabeledImages(torch.rand(15, 3, 32, 32), torch.arange(15) % 3)
+    return model, reference, torch.rand(N, 3, 32, 32)
+
+
+def test_registry_holds_the_six_paper_defenses_and_the_adapter():
+    assert sorted(DEFENSES) == ["ac", "fp", "rs", "scan", "shrinkpad", "strip"]
+    assert sorted(DETECTORS) == sorted([*DEFENSES, "layerwise"])
+    with pytest.raises(ValueError, match="unknown defense 'nc'"):
+        build_defense("nc")
+    with pytest.raises(TypeError, match="settings of defense 'rs'"):
+        build_defense("rs", sigma=0.1)
+
+
+def test_paper_defaults():
+    assert build_defense("rs").get_params()["n_samples"] == 100 and build_defense("rs").std == 0.1
+    assert build_defense("shrinkpad").shrink == 0.1
+    fp = build_defense("fp")
+    assert fp.prune_ratio == 0.95 and fp.finetune_fraction == 0.05
+    assert build_defense("ac").n_components == 10
+    strip = build_defense("strip")
+    assert (strip.n_blends, strip.alpha, strip.percentile) == (100, 0.5, 10.0)
+    assert build_defense("scan").threshold == pytest.approx(np.e)
+    assert build_defense("layerwise").tau == 2.5
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_every_detector_has_the_same_shape(setup, name):
+    model, reference, x = setup
+    settings = dict(FAST[name])
+    if name == "layerwise":
+        settings["unknown_class"] = "flag"  # random images may be predicted as any class
+    defense = build_defense(name, **settings)
+    assert defense.fit(model, reference, train=reference) is defense
+    flagged = defense.predict(model, x)
+    scores = defense.score_samples(model, x)
+    assert flagged.dtype == bool and flagged.shape == (N,)
+    assert scores.dtype == np.float64 and scores.shape == (N,)
+    found = defense.detect(model, LabeledImages(x, torch.zeros(N, dtype=torch.long)))
+    np.testing.assert_array_equal(found.flagged, flagged)
+    assert found.predicted.shape == (N,)
+    assert all(k.endswith("_") for k in vars(defense) if k not in defense.get_params())
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_bad_inputs_raise_clear_errors(setup, name):
+    model, reference, x = setup
+    defense = build_defense(name, **FAST[name])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        defense.predict(model, x)
+    defense.fit(model, reference, train=reference)
+    with pytest.raises(ValueError, match=r"x: expected images of shape \[N, C, H, W\]"):
+        defense.predict(model, x[0])
+    with pytest.raises(ValueError, match="x: got no images"):
+        defense.predict(model, x[:0])
+    nan = x.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x: contains NaN"):
+        defense.predict(model, nan)
+    if name not in ("rs", "shrinkpad"):  # the two pre-processing defenses learn nothing from the reference
+        with pytest.raises(TypeError, match="reference: expected LabeledImages"):
+            build_defense(name, **FAST[name]).fit(model, x, train=reference)
+
+
+@pytest.mark.parametrize("name, setting, value", [
+    ("rs", "n_samples", 0), ("rs", "std", -0.1), ("shrinkpad", "shrink", 1.0), ("strip", "alpha", 1.5),
+    ("strip", "percentile", 120), ("fp", "prune_ratio", 1.0), ("ac", "reduction", "tsne"),
+    ("ac", "size_threshold", 0.7), ("scan", "statistic", "max"),
+])
+def test_bad_settings_are_named(setup, name, setting, value):
+    model, reference, _ = setup
+    with pytest.raises(ValueError, match=setting):
+        build_defense(name, **{setting: value}).fit(model, reference, train=reference)
+
+
+@pytest.mark.parametrize("name", ["rs", "shrinkpad", "strip", "ac"])
+def test_seeded_defenses_are_deterministic(setup, name):
+    model, reference, x = setup
+    a = build_defense(name, seed=3, **FAST[name]).fit(model, reference).score_samples(model, x)
+    b = build_defense(name, seed=3, **FAST[name]).fit(model, reference).score_samples(model, x)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_layerwise_adapter_scores_are_normalised_suspicions(setup):
+    model, reference, x = setup
+    adapter = LayerwiseDefense(unknown_class="flag").fit(model, reference)
+    raw = LayerwiseDetector(unknown_class="flag").fit(model, reference).detect(model, x)
+    mu = np.array([adapter.detector_.mu_.get(int(t), np.nan) for t in raw.predicted])
+    sigma = np.array([adapter.detector_.sigma_.get(int(t), np.nan) for t in raw.predicted])
+    np.testing.assert_allclose(adapter.score_samples(model, x), (mu - raw.scores) / sigma)
+    np.testing.assert_array_equal(adapter.predict(model, x), raw.flagged)
+    known = ~np.isnan(mu)
+    np.testing.assert_array_equal(adapter.score_samples(model, x)[known] > 2.5, raw.flagged[known])

@@ -1,0 +1,78 @@
+"""The comparison loop behind Tables 1/2, 5 and 7: every detector sees the same mixed inputs."""
+import numpy as np
+import pytest
+import torch
+
+from analysis import experiments
+from analysis.data import DatasetSplits, LabeledImages
+from analysis.defenses import ActivationClustering, LayerwiseDefense, RandomizedSmoothing
+from analysis.detection import Detection
+
+
+class RecordingDetector:
+    """Flags inputs whose first pixel is above 0.5; records what it was given."""
+
+    def fit(self, model, reference, train=None):
+        self.fitted_on = (len(reference), train)
+        return self
+
+    def detect(self, model, x):
+        self.seen = x.clone()
+        scores = x[:, 0, 0, 0].double().numpy()
+        return Detection(np.zeros(len(x), dtype=np.int64), scores, scores > 0.5)
+
+
+def _images(values):
+    x = torch.zeros(len(values), 1, 2, 2)
+    x[:, 0, 0, 0] = torch.tensor(values, dtype=torch.float32)
+    return LabeledImages(x, torch.zeros(len(values), dtype=torch.long))
+
+
+def test_run_detector_judges_benign_and_poisoned_inputs_in_one_call():
+    benign, poisoned = _images([0.1, 0.2, 0.9, 0.3]), _images([0.8, 0.7, 0.4])
+    detector = RecordingDetector()
+    result = experiments.run_detector(detector, None, _images([0.0] * 5), benign, poisoned, train="train-set")
+    # one call on benign followed by poisoned: AC and SCAn judge the mixture, as a deployed detector would
+    assert torch.equal(detector.seen, torch.cat([benign.x, poisoned.x]))
+    assert detector.fitted_on == (5, "train-set")
+    assert result["TPR"] == pytest.approx(200 / 3)  # 2 of 3 poisoned flagged
+    assert result["FPR"] == pytest.approx(25.0)  # 1 of 4 benign flagged
+    # AUROC of the score: 9 of the 12 (benign, poisoned) pairs rank the poisoned one higher (0.9 beats all)
+    assert result["AUROC"] == pytest.approx(100 * 9 / 12)
+
+
+def test_build_detector_seeds_randomised_defenses_and_knows_variants():
+    assert isinstance(experiments.build_detector("rs", seed=3), RandomizedSmoothing)
+    assert experiments.build_detector("rs", seed=3).seed == 3
+    variant = experiments.build_detector("ac-ref", seed=1)
+    assert isinstance(variant, ActivationClustering) and variant.criterion == "reference" and variant.seed == 1
+    layerwise = experiments.build_detector("layerwise", tau=3.0)
+    assert isinstance(layerwise, LayerwiseDefense) and layerwise.tau == 3.0
+    assert experiments.available_defenses()[:7] == ("rs", "shrinkpad", "fp", "ac", "strip", "scan", "layerwise")
+    with pytest.raises(ValueError, match="unknown detector 'nope'"):
+        experiments.build_detector("nope")
+
+
+def test_cap_is_a_seeded_subsample():
+    data = _images(np.linspace(0, 1, 20).tolist())
+    first, second = experiments._cap(data, 5, seed=7), experiments._cap(data, 5, seed=7)
+    assert len(first) == 5 and torch.equal(first.x, second.x)
+    assert experiments._cap(data, None, seed=7) is data and experiments._cap(data, 50, seed=7) is data
+
+
+@pytest.fixture(scope="module")
+def tiny(digits):
+    keep = np.arange(0, len(digits.train), 9)  # 120 training images
+    return DatasetSplits("digits", digits.train.subset(keep), digits.reference, digits.test, 10)
+
+
+def test_tables12_rows_are_capped_and_sit_beside_the_paper(tmp_path, tiny):
+    study = experiments.Study(tiny, archs=("resnet18",), runs=2, models_dir=tmp_path, zoo_dir=None, progress=False,
+                              attacks=("badnets",), epochs=1, max_eval=12)
+    table, figures = experiments.tables12_detection(study, defenses=("shrinkpad", "layerwise"))
+    assert table.defense.tolist() == ["shrinkpad", "layerwise"]
+    assert (table.n_benign == 12).all() and (table.n_poisoned == 12).all() and (table.runs == 2).all()
+    row = table.set_index("defense").loc["layerwise"]
+    assert (row.paper_TPR, row.paper_FPR) == (99.38, 1.35)  # Table 1, BadNets
+    assert 0 <= row.TPR <= 100 and row.TPR_std >= 0
+    assert [name for name, _ in figures] == ["fig9_10_stability_resnet18"]
