@@ -92,6 +92,11 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0 if results and all(r.ok for r in results) else 1
 
 
+def _budget(value: int | None) -> int | None | str:
+    """``--max-eval``/``--defense-samples``: absent = the profile's budget, 0 = none (all inputs, paper samples)."""
+    return "profile" if value is None else (value or None)
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     import torch
 
@@ -105,7 +110,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     report = reproduce(data, out, profile=args.profile, only=args.only, archs=args.archs, runs=args.runs,
                        progress=not args.no_progress, train_subset=args.train_subset, epochs=args.epochs,
                        command="python -m analysis reproduce " + " ".join(sys.argv[2:]), attacks=args.attacks,
-                       max_eval=args.max_eval or None)
+                       max_eval=_budget(args.max_eval), defense_samples=_budget(args.defense_samples))
     print(f"report: {report}   ({time.perf_counter() - started:.0f} s)")
     return 0
 
@@ -151,8 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--attacks", nargs="+", default=None, help="subset of attacks (default: all available)")
     rep.add_argument("--train-subset", type=int, default=None, help="train on this many images (stratified)")
     rep.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    rep.add_argument("--max-eval", type=int, default=100,
-                     help="Tables 1/2: at most this many benign and this many poisoned inputs per run (0 = all)")
+    rep.add_argument("--max-eval", type=int, default=None,
+                     help="Tables 1/2: at most this many benign and this many poisoned inputs per run "
+                          "(default: the profile's, cpu 50; 0 = all)")
+    rep.add_argument("--defense-samples", type=int, default=None,
+                     help="Tables 1/2: RS neighbours and STRIP blends per input "
+                          "(default: the profile's, cpu 20; 0 = the paper's 100)")
     rep.add_argument("--out", default=None, help="results folder (default results/DATASET-PROFILE)")
     rep.add_argument("--threads", type=int, default=0)
     rep.add_argument("--no-progress", action="store_true")

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import paper_results as paper
-from .attacks import ATTACKS, build_attack
+from .attacks import ATTACKS, build_attack, dataset_attack_settings
 from .checkpoints import DEFAULT_DIR, has_checkpoint
 from .data import DatasetSplits, LabeledImages, stratified_fraction
 from .detection import LayerwiseDetector
@@ -55,6 +55,7 @@ class Study:
     train_subset: int | None = None  # train on a seeded, stratified subset of this many images
     epochs: int | None = None  # override the profile's epochs
     max_eval: int | None = 100  # Tables 1/2: cap on benign and on poisoned inputs per run (None = all)
+    defense_samples: int | None = None  # Tables 1/2: RS neighbours and STRIP blends per input (None = paper's 100)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def config(self, arch: str) -> TrainConfig:
@@ -65,6 +66,13 @@ class Study:
             config.epochs = self.epochs
         return config
 
+    def detector_settings(self, name: str) -> dict:
+        """Settings a detector of Tables 1/2 gets on top of its defaults (``defense_samples`` for RS and STRIP)."""
+        if self.defense_samples is None:
+            return {}
+        key = {"rs": "n_samples", "strip": "n_blends"}.get(VARIANTS.get(name, (name, {}))[0])
+        return {key: self.defense_samples} if key else {}
+
     def training_data(self) -> DatasetSplits:
         if self.train_subset is None or self.train_subset >= len(self.data.train):
             return self.data
@@ -73,8 +81,11 @@ class Study:
                              self.data.num_classes)
 
     def model(self, arch: str, attack: str, name: str | None = None, **settings) -> AttackedModel:
-        """The attacked model for ``(arch, attack, settings)``: zoo, then cache, else trained and cached."""
-        atk = build_attack(attack, **settings)
+        """The attacked model for ``(arch, attack, settings)``: zoo, then cache, else trained and cached.
+
+        ``settings`` override the dataset's own (:func:`analysis.attacks.dataset_attack_settings`).
+        """
+        atk = build_attack(attack, **{**dataset_attack_settings(self.data.name, attack), **settings})
         name = name or f"{self.data.name}-{arch}-{attack}"
         key = (arch, name)
         if key not in self._cache:
@@ -244,7 +255,8 @@ def tables12_detection(study: Study, defenses: tuple[str, ...] | None = None) ->
     Run ``r``: the reference set is redrawn (:meth:`Study.redraw`), randomised defenses get seed ``r``,
     and every detector sees the same inputs: the run's benign evaluation images and their triggered
     non-target versions, each capped at ``study.max_eval`` by a seeded subsample (RS and STRIP cost
-    100 forward passes per input). Fine-Pruning fine-tunes on the model's training set.
+    one forward pass per neighbour or blend: 100 per input at the paper's settings, ``study.defense_samples``
+    when set). Fine-Pruning fine-tunes on the model's training set.
     """
     defenses = defenses or available_defenses()
     rows = []
@@ -257,7 +269,7 @@ def tables12_detection(study: Study, defenses: tuple[str, ...] | None = None) ->
                 poisoned = _cap(run.attack.poisoned_test_set(benign), study.max_eval, 2000 + r)
                 benign = _cap(benign, study.max_eval, 1000 + r)
                 for name in tqdm(defenses, desc=f"{arch} {attack} run {r}", leave=False, disable=not study.progress):
-                    detector = build_detector(name, seed=r)
+                    detector = build_detector(name, seed=r, **study.detector_settings(name))
                     results[name].append(run_detector(detector, run.model, reference, benign, poisoned,
                                                       train=run.data.train))
             for name in defenses:

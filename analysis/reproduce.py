@@ -22,6 +22,15 @@ from .data import DatasetSplits, load_dataset
 from .experiments import EXPERIMENTS, Study
 
 PROGRESS = "progress.json"
+# Tables 1/2 budgets per profile: inputs per set and run (None = all) and RS neighbours / STRIP blends per
+# input (None = the paper's 100). RS and STRIP cost one forward pass per neighbour or blend, and STRIP's
+# threshold blends every reference image too (digits: 180 x 100 = 18,000 passes per model and run at the
+# paper's 100), and MobileNetV2 infers at a few hundred images per second on 2 cores, so the cpu profile
+# uses 20 to keep the digits run under 30 minutes.
+PROFILE_BUDGETS: dict[str, dict[str, int | None]] = {
+    "cpu": {"max_eval": 50, "defense_samples": 20},
+    "paper": {"max_eval": None, "defense_samples": None},
+}
 TITLES = {
     "table3": "Table 3: attack performance (MA, ASR) and training time",
     "tables12": "Tables 1/2 and Figs. 9/10: TPR and FPR of every detector, mean ± std over runs",
@@ -70,18 +79,33 @@ def reproduce(
     epochs: int | None = None,
     command: str = "",
     attacks: Sequence[str] | None = None,
-    max_eval: int | None = 100,
+    max_eval: int | None | str = "profile",
+    defense_samples: int | None | str = "profile",
 ) -> Path:
-    """Run the selected experiments (all by default) and write results under ``out``; returns REPORT.md."""
+    """Run the selected experiments (all by default) and write results under ``out``; returns REPORT.md.
+
+    ``max_eval`` and ``defense_samples`` (Tables 1/2 budgets, see :data:`PROFILE_BUDGETS`) default to
+    the profile's; ``None`` means all inputs / the paper's 100 samples.
+    """
     unknown = sorted(set(only or ()) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"only: unknown experiments {unknown}; available: {list(EXPERIMENTS)}")
     if runs < 1:
         raise ValueError(f"runs: expected at least 1, got {runs}")
+    if profile not in PROFILE_BUDGETS:
+        raise ValueError(f"profile: expected one of {sorted(PROFILE_BUDGETS)}, got {profile!r}")
+    if max_eval == "profile":
+        max_eval = PROFILE_BUDGETS[profile]["max_eval"]
+    if defense_samples == "profile":
+        defense_samples = PROFILE_BUDGETS[profile]["defense_samples"]
+    for value, label in ((max_eval, "max_eval"), (defense_samples, "defense_samples")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{label}: expected a positive integer or None, got {value!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = Study(data, archs=tuple(archs), profile=profile, runs=runs, models_dir=out / "models",
-                  progress=progress, train_subset=train_subset, epochs=epochs, max_eval=max_eval)
+                  progress=progress, train_subset=train_subset, epochs=epochs, max_eval=max_eval,
+                  defense_samples=defense_samples)
     if attacks is not None:
         missing = sorted(set(attacks) - set(study.attacks))
         if missing:
@@ -89,7 +113,8 @@ def reproduce(
         study.attacks = tuple(attacks)
     state = _read_progress(out)
     settings = {"dataset": data.name, "sizes": data.sizes(), "profile": profile, "archs": list(archs), "runs": runs,
-                "train_subset": train_subset, "epochs": epochs, "attacks": list(study.attacks), "max_eval": max_eval}
+                "train_subset": train_subset, "epochs": epochs, "attacks": list(study.attacks), "max_eval": max_eval,
+                "defense_samples": defense_samples}
     if state.get("settings", settings) != settings:
         raise ValueError(f"out: {out} holds results of other settings {state['settings']}; "
                          f"use another folder (or delete {out / PROGRESS}) for {settings}")
@@ -107,10 +132,12 @@ def reproduce(
         state["done"][name] = {"seconds": round(time.perf_counter() - started, 1),
                                "figures": [f"{n}.html" for n, _ in figures]}
         (out / PROGRESS).write_text(json.dumps(state, indent=2))
-    return _write_report(out, data, profile, archs, runs, train_subset, epochs, command, state, max_eval)
+    return _write_report(out, data, profile, archs, runs, train_subset, epochs, command, state, max_eval,
+                         defense_samples)
 
 
-def _write_report(out: Path, data, profile, archs, runs, train_subset, epochs, command, state, max_eval=None) -> Path:
+def _write_report(out: Path, data, profile, archs, runs, train_subset, epochs, command, state, max_eval=None,
+                  defense_samples=None) -> Path:
     lines = [
         f"# Reproduction on {data.name}",
         "",
@@ -119,6 +146,8 @@ def _write_report(out: Path, data, profile, archs, runs, train_subset, epochs, c
         f"splits: {data.sizes()}" + (f"; trained on a {train_subset}-image subset" if train_subset else "")
         + (f"; {epochs} epochs" if epochs else "")
         + (f"; Tables 1/2 on at most {max_eval} benign + {max_eval} poisoned inputs per run" if max_eval else "")
+        + (f"; RS and STRIP with {defense_samples} neighbours/blends per input (paper: 100)" if defense_samples
+           else "")
         + f". Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads.",
         "Paper columns: CIFAR-10 for ResNet-18 rows, GTSRB for MobileNetV2 rows (percentages).",
         "",

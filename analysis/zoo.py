@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .attacks import ATTACKS, build_attack
+from .attacks import ATTACKS, build_attack, dataset_attack_settings
 from .checkpoints import DEFAULT_DIR, load_checkpoint, read_manifest
 from .data import DatasetSplits, load_dataset
 from .features import predict_classes
 from .models import ARCHITECTURES
-from .paper_results import ADAPTIVE_BETAS
+from .paper_results import ADAPTIVE_BETAS, TABLE4_RATES
+from .paper_results import RATES as ATTACK_RATES
 from .training import TrainConfig
 
 
@@ -36,7 +37,11 @@ class ZooEntry:
 
 
 def zoo_entries(archs: tuple[str, ...] = ARCHITECTURES) -> list[ZooEntry]:
-    """Every registered attack with its paper settings, plus the adaptive attack at ``ADAPTIVE_BETAS`` (a subset of Table 7's), per arch."""
+    """Every registered attack with its paper settings, plus the adaptive attack at ``ADAPTIVE_BETAS`` (a subset of Table 7's), per arch.
+
+    Settings that differ on digits come from :data:`analysis.attacks.DATASET_ATTACK_SETTINGS`. The first
+    architecture also gets BadNets at Table 4's other poisoning rates, so ``reproduce`` trains nothing.
+    """
     entries = []
     for arch in archs:
         entries.append(ZooEntry(f"digits-{arch}-clean", arch, "clean"))
@@ -45,7 +50,11 @@ def zoo_entries(archs: tuple[str, ...] = ARCHITECTURES) -> list[ZooEntry]:
                 for beta in ADAPTIVE_BETAS:
                     entries.append(ZooEntry(f"digits-{arch}-adaptive-b{beta:g}", arch, attack, {"beta": beta}))
             else:
-                entries.append(ZooEntry(f"digits-{arch}-{attack}", arch, attack))
+                entries.append(ZooEntry(f"digits-{arch}-{attack}", arch, attack,
+                                        dataset_attack_settings("digits", attack)))
+        if arch == archs[0]:
+            entries += [ZooEntry(f"digits-{arch}-badnets-r{rate:g}", arch, "badnets", {"rate": rate})
+                        for rate in sorted(TABLE4_RATES) if rate != ATTACK_RATES["badnets"]]
     return entries
 
 

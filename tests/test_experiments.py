@@ -76,3 +76,12 @@ def test_tables12_rows_are_capped_and_sit_beside_the_paper(tmp_path, tiny):
     assert (row.paper_TPR, row.paper_FPR) == (99.38, 1.35)  # Table 1, BadNets
     assert 0 <= row.TPR <= 100 and row.TPR_std >= 0
     assert [name for name, _ in figures] == ["fig9_10_stability_resnet18"]
+
+
+def test_defense_samples_reach_rs_and_strip_only():
+    study = experiments.Study(None, defense_samples=20)
+    assert study.detector_settings("rs") == {"n_samples": 20}
+    assert study.detector_settings("strip") == {"n_blends": 20}
+    assert study.detector_settings("scan") == {} and study.detector_settings("ac-ref") == {}
+    assert experiments.Study(None).detector_settings("rs") == {}  # None: the paper's 100
+    assert experiments.build_detector("strip", seed=1, **study.detector_settings("strip")).n_blends == 20

@@ -67,6 +67,21 @@ def test_bad_arguments(tmp_path, tiny):
         rep.reproduce(tiny, tmp_path, only=["table99"])
     with pytest.raises(ValueError, match="attacks: \\['nope'\\] not available"):
         rep.reproduce(tiny, tmp_path, only=["table3"], attacks=["nope"])
+    with pytest.raises(ValueError, match="profile: expected one of"):
+        rep.reproduce(tiny, tmp_path, profile="fast")
+    with pytest.raises(ValueError, match="max_eval: expected a positive integer or None, got 0"):
+        rep.reproduce(tiny, tmp_path, max_eval=0)
+
+
+def test_profiles_set_the_tables12_budget(tmp_path, tiny):
+    """The cpu profile caps Tables 1/2 (50 inputs per set, 20 RS/STRIP samples); paper uses everything."""
+    assert rep.PROFILE_BUDGETS["cpu"] == {"max_eval": 50, "defense_samples": 20}
+    assert rep.PROFILE_BUDGETS["paper"] == {"max_eval": None, "defense_samples": None}
+    rep.reproduce(tiny, tmp_path, only=["table6"], archs=["resnet18"], runs=1, progress=False, epochs=1,
+                  attacks=["badnets"])
+    settings = json.loads((tmp_path / rep.PROGRESS).read_text())["settings"]
+    assert (settings["max_eval"], settings["defense_samples"]) == (50, 20)
+    assert "RS and STRIP with 20 neighbours/blends per input" in (tmp_path / "REPORT.md").read_text()
 
 
 def test_markdown_table():

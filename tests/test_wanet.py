@@ -140,3 +140,13 @@ def test_end_to_end_tiny_budget(digits):
     evaluation = analyse(run).evaluation
     assert all(np.isfinite(v) for v in evaluation.as_percentages().values())
     assert len(run.poisoned_test) == int((small.test.y != 0).sum())
+
+
+def test_digits_runs_wanet_without_noise_mode_and_other_datasets_keep_the_paper_settings():
+    from analysis.attacks import dataset_attack_settings
+
+    assert dataset_attack_settings("digits", "wanet") == {"noise_rate": 0.0}
+    assert dataset_attack_settings("npz", "wanet") == {}
+    assert dataset_attack_settings("digits", "badnets") == {}
+    dataset_attack_settings("digits", "wanet")["noise_rate"] = 0.5  # a copy: the table is not changed
+    assert dataset_attack_settings("digits", "wanet") == {"noise_rate": 0.0}

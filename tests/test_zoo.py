@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from analysis import zoo
+from analysis.checkpoints import read_manifest
 from analysis.data import DatasetSplits
 from analysis.training import TrainConfig
 
@@ -19,9 +20,19 @@ ENTRY = zoo.ZooEntry("tiny-badnets", "resnet18", "badnets", config=TrainConfig(e
 
 
 def test_entries_cover_every_attack_and_table7_betas():
-    names = [entry.name for entry in zoo.zoo_entries(("resnet18",))]
-    assert "digits-resnet18-badnets" in names
-    assert len(names) == len(set(names))
+    entries = {entry.name: entry for entry in zoo.zoo_entries(("resnet18", "mobilenetv2"))}
+    for arch in ("resnet18", "mobilenetv2"):
+        assert f"digits-{arch}-clean" in entries
+        for attack in ("badnets", "blended", "lc", "wanet", "issba", "iad"):
+            assert entries[f"digits-{arch}-{attack}"].attack == attack
+        for beta in (0, 0.5, 0.9, 0.95):
+            assert entries[f"digits-{arch}-adaptive-b{beta:g}"].settings == {"beta": beta}
+    # Table 4's other poisoning rates, for the first architecture only
+    assert [entries[f"digits-resnet18-badnets-r{r}"].settings["rate"] for r in ("0.01", "0.03", "0.1")] == [0.01, 0.03, 0.1]
+    assert "digits-mobilenetv2-badnets-r0.01" not in entries
+    # digits-specific settings come from one table (WaNet without noise mode, see DATASET_ATTACK_SETTINGS)
+    assert entries["digits-resnet18-wanet"].settings == {"noise_rate": 0.0}
+    assert entries["digits-resnet18-wanet"].build_attack().noise_rate == 0.0
 
 
 def test_build_is_deterministic_and_verifies(tmp_path, tiny):
@@ -51,3 +62,15 @@ def test_verify_reports_tampering_and_metric_drift(tmp_path, tiny):
 def test_unknown_entries_are_named():
     with pytest.raises(ValueError, match=r"unknown zoo entries \['nope'\]"):
         zoo.select(zoo.zoo_entries(), ["nope"])
+
+
+def test_the_committed_zoo_is_complete_and_every_file_matches_its_manifest():
+    """What ships in ``checkpoints/``: every zoo entry, each file with the sha256 its manifest records."""
+    from analysis.checkpoints import DEFAULT_DIR, sha256_of
+
+    entries = read_manifest(DEFAULT_DIR)["entries"]
+    missing = sorted({entry.name for entry in zoo.zoo_entries()} - set(entries))
+    assert not missing, f"zoo entries without a checkpoint: {missing} (python -m analysis zoo build --only ...)"
+    for name, entry in entries.items():
+        assert sha256_of(DEFAULT_DIR / entry["file"]) == entry["sha256"], name
+        assert 0.0 <= entry["metrics"]["ma"] <= 1.0 and entry["train_seconds"] > 0, name
