@@ -71,8 +71,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
+    import torch
+
     from . import zoo
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     folder = Path(args.checkpoints)
     if args.zoo_command == "list":
         present = zoo.read_manifest(folder)["entries"]
@@ -140,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--tolerance", type=float, default=0.005, help="allowed MA/ASR difference (fraction)")
     zoo.add_argument("--cache-dir", default="results/cache",
                      help="where attack preparations (ISSBA encoder, LC perturbations, ...) are cached")
+    zoo.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     zoo.add_argument("--no-progress", action="store_true")
     zoo.set_defaults(func=_zoo)
 
