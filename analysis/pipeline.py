@@ -15,7 +15,7 @@ import numpy as np
 import torch.nn as nn
 
 from .attacks import Attack, AttackContext, build_attack
-from .checkpoints import DEFAULT_DIR, has_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoints import DEFAULT_DIR, has_checkpoint, load_checkpoint, round_to_half_, save_checkpoint
 from .data import DatasetSplits, LabeledImages, load_dataset
 from .detection import Detection, LayerwiseDetector
 from .devices import seed_everything
@@ -99,6 +99,7 @@ def attacked_model(
     if save:
         if checkpoints is None:
             raise ValueError("checkpoints: save=True needs a folder")
+        round_to_half_(model)  # measure the weights as stored
         metrics = {"ma": accuracy(model, data.test),
                    "asr": float(np.mean(predict_classes(model, poisoned_test) == atk.target))}
         save_checkpoint(
@@ -142,6 +143,7 @@ def clean_model(
     if save:
         if checkpoints is None:
             raise ValueError("checkpoints: save=True needs a folder")
+        round_to_half_(model)  # measure the weights as stored
         save_checkpoint(model, name, {"dataset": dataset, "arch": arch, "width": width, "num_classes": data.num_classes,
                                       "attack": None, "attack_settings": None, "train": config.to_dict()},
                         checkpoints, metrics={"ma": accuracy(model, data.test)}, train_seconds=seconds)

@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from analysis.checkpoints import ChecksumError, has_checkpoint, load_checkpoint, read_manifest, save_checkpoint
+from analysis.checkpoints import (ChecksumError, has_checkpoint, load_checkpoint, read_manifest, round_to_half_,
+                                  save_checkpoint)
 from analysis.models import build_model
 
 CONFIG = {"arch": "resnet18", "width": 4, "num_classes": 3, "dataset": "digits", "attack": "badnets"}
@@ -19,6 +20,20 @@ def test_round_trip_in_half_precision(tmp_path):
     original = model.fc.weight.detach()
     assert torch.allclose(loaded.fc.weight, original.half().float())
     assert has_checkpoint("m", tmp_path) and not has_checkpoint("other", tmp_path)
+
+
+def test_metrics_are_measured_on_the_weights_as_stored(tmp_path):
+    # 1 + 2**-12 is not a float16 number: it rounds to 1.0, so a model measured before rounding could
+    # disagree with the one zoo verify loads. round_to_half_ makes the in-memory model the stored one.
+    model = build_model("resnet18", 3, 4).eval()
+    with torch.no_grad():
+        model.fc.bias.fill_(1 + 2**-12)
+    assert round_to_half_(model) is model
+    assert torch.equal(model.fc.bias, torch.ones(3)) and model.fc.bias.dtype == torch.float32
+    save_checkpoint(model, "m", CONFIG, tmp_path)
+    loaded, _, _ = load_checkpoint("m", tmp_path)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded.eval()(x), model(x))
 
 
 def test_tampered_file_is_refused(tmp_path):
