@@ -23,6 +23,10 @@ Deviations from the paper, all documented and optional:
 * ``score_layers`` replaces LOI-2..LOI by fixed layers for every class (Table 6);
 * ``metric="euclidean"`` sums Euclidean distances instead and flags scores above
   ``mu + tau * sigma`` (Table 8); the LOI is still located with cosine similarity.
+* ``spread="mad"`` (not in the paper) takes ``mu_`` = median and ``sigma_`` = 1.4826 × the
+  median absolute deviation of the reference scores: with a handful of reference samples per
+  class, one atypical benign image can inflate the standard deviation and lower the threshold
+  below the poisoned inputs' scores. The default ``"std"`` is the paper's.
 """
 from __future__ import annotations
 
@@ -72,6 +76,10 @@ class Detection:
     flagged: np.ndarray  # [N] bool, True = poisoned
 
 
+#: 1 / Phi^-1(3/4): scales the median absolute deviation to the standard deviation of a normal law.
+MAD_TO_STD = 1.4826
+
+
 class LayerwiseDetector:
     """Flag inputs whose summed similarity to benign class centroids at LOI-2..LOI is abnormally low.
 
@@ -79,6 +87,9 @@ class LayerwiseDetector:
     ----------
     tau : threshold in standard deviations (paper: 2.5).
     metric : ``"cosine"`` (paper) or ``"euclidean"`` (Table 8).
+    spread : how ``mu_``/``sigma_`` are estimated from the reference scores: ``"std"`` (paper:
+        mean and population std) or ``"mad"`` (median and 1.4826 × median absolute deviation,
+        robust to atypical reference samples; the 1.4826 makes it equal the std for normal data).
     layers : module paths of the model's L layers, in order; default: the model's
         ``paper_layers``. Only used by :meth:`fit`.
     score_layers : 1-indexed layers to score on instead of LOI-2..LOI (Table 6); the
@@ -102,8 +113,10 @@ class LayerwiseDetector:
         score_layers: Sequence[int] | None = None,
         batch_size: int = 256,
         unknown_class: Literal["raise", "flag", "ignore"] = "raise",
+        spread: Literal["std", "mad"] = "std",
     ) -> None:
         self.tau = tau
+        self.spread = spread
         self.metric = metric
         self.layers = layers
         self.score_layers = score_layers
@@ -116,6 +129,8 @@ class LayerwiseDetector:
             raise ValueError(f"metric: expected 'cosine' or 'euclidean', got {self.metric!r}")
         if not np.isfinite(self.tau) or self.tau < 0:
             raise ValueError(f"tau: expected a finite number >= 0, got {self.tau}")
+        if self.spread not in ("std", "mad"):
+            raise ValueError(f"spread: expected 'std' or 'mad', got {self.spread!r}")
         if self.unknown_class not in ("raise", "flag", "ignore"):
             raise ValueError(f"unknown_class: expected 'raise', 'flag' or 'ignore', got {self.unknown_class!r}")
         if self.batch_size < 1:
@@ -213,8 +228,12 @@ class LayerwiseDetector:
             self.score_layers_[t] = fixed or (self.loi_[t] - 2, self.loi_[t] - 1, self.loi_[t])
             scores = values[rows][:, [layer - 1 for layer in self.score_layers_[t]]].sum(1)
             self.reference_scores_[t] = scores
-            self.mu_[t] = float(scores.mean())
-            self.sigma_[t] = float(scores.std(ddof=0))
+            if self.spread == "std":
+                self.mu_[t] = float(scores.mean())
+                self.sigma_[t] = float(scores.std(ddof=0))
+            else:
+                self.mu_[t] = float(np.median(scores))
+                self.sigma_[t] = float(MAD_TO_STD * np.median(np.abs(scores - self.mu_[t])))
         return self
 
     # ------------------------------------------------------------------ scoring

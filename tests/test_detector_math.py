@@ -154,11 +154,35 @@ def test_a_class_without_reference_samples_cannot_be_scored():
     assert np.isnan(ignored.score_features(FEATURES, [0, 5])[1])
 
 
+# Six reference samples of class 0 whose layer-1 features are unit vectors at 0° (three times),
+# ±60° and 180°: the centroid lies on the x-axis, so each cosine is cos(angle) = 1, 1, 1, .5, .5, -1.
+# Scored on layer 1 only, the 180° sample is an outlier:
+#   std: mu = mean = 0.5, sigma = sqrt(mean(x^2) - mu^2) = sqrt(0.75 - 0.25) = 0.7071
+#   mad: mu = median = 0.75, sigma = 1.4826 * median(|x - 0.75|) = 1.4826 * 0.25 = 0.37065
+_ANGLES = np.deg2rad([0, 0, 0, 60, -60, 180])
+OUTLIER_FEATURES = [np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], 1)] + [np.tile([[1.0, 0.0]], (6, 1))] * 3
+
+
+def test_mad_spread_resists_an_outlying_reference_sample():
+    std = LayerwiseDetector(tau=1.5, score_layers=[1]).fit_features(OUTLIER_FEATURES, np.zeros(6, int))
+    mad = LayerwiseDetector(tau=1.5, score_layers=[1], spread="mad").fit_features(OUTLIER_FEATURES, np.zeros(6, int))
+    np.testing.assert_allclose(std.reference_scores_[0], [1, 1, 1, 0.5, 0.5, -1], atol=1e-12)
+    assert (std.mu_[0], std.sigma_[0]) == (pytest.approx(0.5), pytest.approx(np.sqrt(0.5)))
+    assert (mad.mu_[0], mad.sigma_[0]) == (pytest.approx(0.75), pytest.approx(1.4826 * 0.25))
+    # An input at 90° scores cos = 0: below the robust threshold 0.75 - 1.5 * 0.371 = 0.194,
+    # above the paper's 0.5 - 1.5 * 0.707 = -0.561, which the outlier pulled down.
+    probe = [np.array([[0.0, 1.0]])] + [np.array([[1.0, 0.0]])] * 3
+    assert mad.predict_features(probe, [0]).tolist() == [True]
+    assert std.predict_features(probe, [0]).tolist() == [False]
+
+
 def test_bad_settings_and_unfitted_use():
     with pytest.raises(ValueError, match="metric"):
         LayerwiseDetector(metric="manhattan").fit_features(FEATURES, LABELS)
     with pytest.raises(ValueError, match="tau"):
         LayerwiseDetector(tau=-1).fit_features(FEATURES, LABELS)
+    with pytest.raises(ValueError, match="spread: expected 'std' or 'mad', got 'iqr'"):
+        LayerwiseDetector(spread="iqr").fit_features(FEATURES, LABELS)
     with pytest.raises(ValueError, match="score_layers"):
         LayerwiseDetector(score_layers=[0, 5]).fit_features(FEATURES, LABELS)
     with pytest.raises(RuntimeError, match="not fitted"):
