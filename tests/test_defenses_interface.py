@@ -43,6 +43,7 @@ def test_paper_defaults():
     assert (strip.n_blends, strip.alpha, strip.percentile) == (100, 0.5, 10.0)
     assert build_defense("scan").threshold == pytest.approx(np.e)
     assert build_defense("layerwise").tau == 2.5
+    assert build_defense("layerwise", spread="mad")._make_detector().spread == "mad"
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))

@@ -85,3 +85,31 @@ def test_defense_samples_reach_rs_and_strip_only():
     assert study.detector_settings("scan") == {} and study.detector_settings("ac-ref") == {}
     assert experiments.Study(None).detector_settings("rs") == {}  # None: the paper's 100
     assert experiments.build_detector("strip", seed=1, **study.detector_settings("strip")).n_blends == 20
+
+
+def test_table5_gives_ac_scan_and_layerwise_the_latent_or_the_critical_layers(tmp_path, tiny, monkeypatch):
+    study = experiments.Study(tiny, archs=("resnet18",), runs=2, models_dir=tmp_path, zoo_dir=None, progress=False,
+                              attacks=("badnets",), epochs=1)
+    built = []
+    real_build = experiments.build_detector
+
+    def recording_build(name, seed=0, **settings):
+        built.append((name, seed, settings))
+        return real_build(name, seed=seed, **settings)
+
+    monkeypatch.setattr(experiments, "build_detector", recording_build)
+    table, _ = experiments.table5_features(study)
+    assert list(zip(table.defense, table.features)) == [
+        (d, k) for d in ("ac", "ac-ref", "scan", "layerwise") for k in ("latent", "critical")]
+    # latent: the pooled features feeding ResNet-18's classifier (module "pool"; for the layer-wise
+    # detector, paper layer L-1 = 9, the last block); critical: LOI-2..LOI
+    # of the target class, found on each run's own reference set (three consecutive paper layers).
+    names = ["stem", *[f"layer{i}.{j}" for i in range(1, 5) for j in (0, 1)], "fc"]
+    for name, seed, settings in built:
+        assert seed in (0, 1)
+        if name == "layerwise":
+            assert settings in ({"score_layers": [9]}, {})
+        elif settings["layers"] != ["pool"]:
+            index = names.index(settings["layers"][0])
+            assert settings["layers"] == names[index:index + 3]
+    assert len(built) == 4 * 2 * 2  # defenses x feature kinds x runs

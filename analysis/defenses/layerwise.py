@@ -30,8 +30,10 @@ class LayerwiseDefense(Defense):
 
     def __init__(self, tau: float = 2.5, metric: Literal["cosine", "euclidean"] = "cosine",
                  layers: Sequence[str] | None = None, score_layers: Sequence[int] | None = None,
-                 batch_size: int = 256, unknown_class: Literal["raise", "flag", "ignore"] = "raise") -> None:
+                 batch_size: int = 256, unknown_class: Literal["raise", "flag", "ignore"] = "raise",
+                 spread: Literal["std", "mad"] = "std") -> None:
         self.tau = tau
+        self.spread = spread
         self.metric = metric
         self.layers = layers
         self.score_layers = score_layers
@@ -40,7 +42,7 @@ class LayerwiseDefense(Defense):
 
     def _make_detector(self) -> LayerwiseDetector:
         return LayerwiseDetector(tau=self.tau, metric=self.metric, layers=self.layers, score_layers=self.score_layers,
-                                 batch_size=self.batch_size, unknown_class=self.unknown_class)
+                                 batch_size=self.batch_size, unknown_class=self.unknown_class, spread=self.spread)
 
     def fit(self, model: nn.Module, reference: LabeledImages, train: LabeledImages | None = None) -> "LayerwiseDefense":
         """Fit the layer-wise detector on ``reference``; ``train`` is ignored."""
