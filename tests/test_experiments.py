@@ -113,3 +113,25 @@ def test_table5_gives_ac_scan_and_layerwise_the_latent_or_the_critical_layers(tm
             index = names.index(settings["layers"][0])
             assert settings["layers"] == names[index:index + 3]
     assert len(built) == 4 * 2 * 2  # defenses x feature kinds x runs
+
+
+def test_fig6_shows_lc_unless_lc_left_no_backdoor(tmp_path, tiny, monkeypatch):
+    import dataclasses
+
+    study = experiments.Study(tiny, archs=("resnet18",), runs=1, models_dir=tmp_path, zoo_dir=None, progress=False,
+                              attacks=("lc", "badnets"), epochs=1)
+    badnets = study.model("resnet18", "badnets")
+    asked = []
+
+    def model(arch, attack, **settings):  # "LC" = the BadNets model with only 5 triggered inputs
+        asked.append(attack)
+        return dataclasses.replace(badnets, poisoned_test=badnets.poisoned_test.subset(range(5))) if attack == "lc" else badnets
+
+    monkeypatch.setattr(study, "model", model)
+    monkeypatch.setattr(experiments, "MIN_FIG6_POISONED", 0)  # any LC model will do
+    table, figures = experiments.fig6_scores(study)
+    assert asked == ["lc"] and table.attack.tolist() == ["lc"] and figures[0][0] == "fig6_scores_resnet18_lc"
+    asked.clear()
+    monkeypatch.setattr(experiments, "MIN_FIG6_POISONED", 6)  # 5 triggered inputs cannot reach 6
+    table, _ = experiments.fig6_scores(study)
+    assert asked[0] == "lc" and table.attack.tolist() == ["badnets"]
