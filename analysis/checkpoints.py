@@ -55,8 +55,9 @@ def library_versions() -> dict[str, str]:
     import numpy
     import safetensors
 
+    # torch_threads: CPU training is bit-reproducible only with the same thread count (summation order)
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "safetensors": safetensors.__version__}
+            "safetensors": safetensors.__version__, "torch_threads": str(torch.get_num_threads())}
 
 
 @torch.no_grad()

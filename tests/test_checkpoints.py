@@ -16,6 +16,7 @@ def test_round_trip_in_half_precision(tmp_path):
     save_checkpoint(model, "m", CONFIG, tmp_path, metrics={"ma": 0.5}, extra_tensors={"pattern": torch.ones(2, 2)})
     loaded, entry, extra = load_checkpoint("m", tmp_path)
     assert entry["metrics"] == {"ma": 0.5} and entry["dtype"] == "float16" and "torch" in entry["versions"]
+    assert entry["versions"]["torch_threads"] == str(torch.get_num_threads())  # CPU results depend on it
     assert torch.equal(extra["pattern"], torch.ones(2, 2))
     original = model.fc.weight.detach()
     assert torch.allclose(loaded.fc.weight, original.half().float())
