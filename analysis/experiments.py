@@ -486,6 +486,7 @@ def figs_layerwise_curves(study: Study) -> tuple[pd.DataFrame, list]:
     return pd.DataFrame(rows), figures
 
 
+#: Fig. 6 needs at least this many triggered inputs predicted as the target to draw their distribution.
 MIN_FIG6_POISONED = 10
 
 
