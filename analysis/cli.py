@@ -80,8 +80,13 @@ def _zoo(args: argparse.Namespace) -> int:
     folder = Path(args.checkpoints)
     if args.zoo_command == "list":
         present = zoo.read_manifest(folder)["entries"]
+        total = 0.0
         for entry in zoo.zoo_entries():
-            print(f"{entry.name:40s} {'present' if entry.name in present else 'missing'}")
+            seconds = (present.get(entry.name) or {}).get("train_seconds") or 0.0
+            total += seconds
+            status = f"present  trained in {seconds:6.0f} s" if entry.name in present else "missing"
+            print(f"{entry.name:40s} {status}")
+        print(f"training time recorded in the manifest: {total / 60:.0f} min in all")
         return 0
     if args.zoo_command == "build":
         started = time.perf_counter()

@@ -29,6 +29,7 @@ from .detection import LayerwiseDetector
 from .features import paper_layers, predict_classes
 from .pipeline import AttackedModel, attacked_model
 from .training import TrainConfig
+from .zoo import badnets_rate_name
 
 PROFILES: dict[str, Callable[[str], TrainConfig]] = {
     "cpu": lambda arch: TrainConfig.cpu(arch),
@@ -303,7 +304,7 @@ def table4_rates(study: Study, rates: tuple[float, ...] = (0.01, 0.03, 0.05, 0.1
     arch = study.archs[0]
     rows = []
     for rate in rates:
-        name = f"{study.data.name}-{arch}-badnets" + ("" if rate == 0.05 else f"-r{rate:g}")
+        name = badnets_rate_name(study.data.name, arch, rate)
         run = study.model(arch, "badnets", name=name, rate=rate)
         detector = LayerwiseDetector().fit(run.model, run.data.reference)
         found_p, found_b = detector.detect(run.model, run.poisoned_test), detector.detect(run.model, run.data.test)

@@ -53,9 +53,14 @@ def zoo_entries(archs: tuple[str, ...] = ARCHITECTURES) -> list[ZooEntry]:
                 entries.append(ZooEntry(f"digits-{arch}-{attack}", arch, attack,
                                         dataset_attack_settings("digits", attack)))
         if arch == archs[0]:
-            entries += [ZooEntry(f"digits-{arch}-badnets-r{rate:g}", arch, "badnets", {"rate": rate})
+            entries += [ZooEntry(badnets_rate_name("digits", arch, rate), arch, "badnets", {"rate": rate})
                         for rate in sorted(TABLE4_RATES) if rate != ATTACK_RATES["badnets"]]
     return entries
+
+
+def badnets_rate_name(dataset: str, arch: str, rate: float) -> str:
+    """Checkpoint name of BadNets at poisoning ``rate`` (Table 4); the paper's 5% is the plain BadNets entry."""
+    return f"{dataset}-{arch}-badnets" + ("" if rate == ATTACK_RATES["badnets"] else f"-r{rate:g}")
 
 
 def select(entries: list[ZooEntry], only: list[str] | None) -> list[ZooEntry]:
