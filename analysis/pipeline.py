@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch.nn as nn
 
-from .attacks import Attack, AttackContext, build_attack
+from .attacks import Attack, AttackContext, build_attack, dataset_attack_settings
 from .checkpoints import DEFAULT_DIR, has_checkpoint, load_checkpoint, round_to_half_, save_checkpoint
 from .data import DatasetSplits, LabeledImages, load_dataset
 from .detection import Detection, LayerwiseDetector
@@ -58,7 +58,9 @@ def attacked_model(
 ) -> AttackedModel:
     """Load ``{dataset}-{arch}-{attack}`` (or ``name``) from ``checkpoints`` if present (and not ``retrain``), else train it.
 
-    A checkpoint is used only if it was trained with the same attack settings; otherwise a
+    An attack given by name gets its paper settings with the dataset's exceptions
+    (:func:`analysis.attacks.dataset_attack_settings`, e.g. WaNet without noise mode on digits), as the
+    zoo was built. A checkpoint is used only if it was trained with the same attack settings; otherwise a
     ``ValueError`` says so (pass ``retrain=True`` or another ``checkpoints`` folder).
 
     ``save=True`` writes the trained model (float16), the attack's state tensors and its manifest
@@ -67,7 +69,7 @@ def attacked_model(
     training time covers preparation and training.
     """
     data = data or load_dataset(dataset)
-    atk = build_attack(attack) if isinstance(attack, str) else attack
+    atk = build_attack(attack, **dataset_attack_settings(dataset, attack)) if isinstance(attack, str) else attack
     name = name or checkpoint_name(dataset, arch, atk.name)
     if checkpoints is not None and not retrain and has_checkpoint(name, checkpoints):
         model, entry, extra = load_checkpoint(name, checkpoints, device or "cpu")

@@ -1,16 +1,25 @@
-"""Why two attacks use other settings (or miss) on digits: WaNet's noise mode and Label-Consistent.
+"""Why attacks use other settings (or miss) on digits: WaNet's noise mode, ISSBA's residual, Label-Consistent.
 
-Trains ResNet-18 (CPU width, the CPU profile, seed 0, no checkpoints) on digits under each
-variant below and reports MA, ASR and the training time (attack preparation included):
+Trains ``--arch`` (default ResNet-18; CPU width, the CPU profile, seed 0, no checkpoints) on digits
+under each variant below and reports MA, ASR and the training time (attack preparation included):
 
 * WaNet, paper settings (k 4, s 0.5, noise mode 0.2) vs noise mode off and s = 1.0.
   Result used by ``analysis.attacks.DATASET_ATTACK_SETTINGS`` (digits: noise mode off).
 * Label-Consistent, paper settings (PGD ε 16/255, 20 × 2/255, 2×2 trigger bottom-right) vs
-  ε 64/255 and a 4×4 trigger.
+  ε 64/255, ε 128/255 and a 4×4 trigger, and the same budgets against an adversarially trained
+  surrogate (``surrogate="adversarial"``, Turner et al.'s choice; ε_train 16/255, 5 PGD steps).
+  For LC two more columns say why it misses: the share of the perturbed images the surrogate
+  no longer assigns to the target (did PGD work?), and the
+  share of non-target test images sent to the target by a poisoned image's perturbation alone,
+  without the trigger (did the victim learn the perturbation instead of the trigger?).
+* ISSBA, our encoder's residual weight 5 (the class default), 2 and 1 (digits' setting in
+  ``DATASET_ATTACK_SETTINGS``), with the residual's PSNR and the decoder's bit accuracy on the
+  test images. Run with ``--arch mobilenetv2``, where the weight decides whether it is learned.
 
-    python benchmarks/attack_variants.py [--only wanet lc] [--out docs/results/attacks]
+    python benchmarks/attack_variants.py [--only wanet lc issba] [--arch resnet18] [--out docs/results/attacks]
 
-Writes ``variants.csv`` and ``variants.md`` to ``--out``. LC's benign model and perturbed images
+Writes ``variants.csv`` and ``variants.md`` to ``--out`` (``variants_<arch>.*`` for other
+architectures than ResNet-18). LC's benign model and perturbed images
 are cached in ``--cache-dir`` (default ``results/cache``), as ``zoo build`` does.
 """
 from __future__ import annotations
@@ -25,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.attacks import build_attack
+from analysis.attacks import AttackContext, build_attack
 from analysis.data import load_digits
 from analysis.features import predict_classes
 from analysis.pipeline import attacked_model
@@ -41,15 +50,86 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {  # attack -> (label, settings); 
     "lc": [
         ("paper settings (eps 16/255, PGD 20 x 2/255)", {}),
         ("eps 64/255, PGD 60 x 2/255", {"eps": 64 / 255, "pgd_steps": 60}),
+        ("eps 128/255, PGD 60 x 4/255", {"eps": 128 / 255, "pgd_step": 4 / 255, "pgd_steps": 60}),
         ("4x4 trigger", {"trigger_size": 4}),
+        ("adversarially trained surrogate, eps 16/255", {"surrogate": "adversarial"}),
+        ("adversarially trained surrogate, eps 64/255, PGD 60 x 2/255",
+         {"surrogate": "adversarial", "eps": 64 / 255, "pgd_steps": 60}),
+        ("adversarially trained surrogate, eps 128/255, PGD 60 x 4/255",
+         {"surrogate": "adversarial", "eps": 128 / 255, "pgd_step": 4 / 255, "pgd_steps": 60}),
+    ],
+    "issba": [
+        ("residual weight 5 (class default)", {"residual_weight": 5.0}),
+        ("residual weight 2", {"residual_weight": 2.0}),
+        ("residual weight 1 (digits setting)", {"residual_weight": 1.0}),
     ],
 }
-FIELDS = ["attack", "variant", "settings", "epochs", "ma", "asr", "train_seconds"]
+FIELDS = ["arch", "attack", "variant", "settings", "epochs", "ma", "asr", "train_seconds", "pgd_fooled",
+          "perturbation_only_asr", "psnr", "bit_accuracy", "command", "threads", "torch"]
+NUMBERS = ("ma", "asr", "train_seconds", "pgd_fooled", "perturbation_only_asr", "psnr", "bit_accuracy")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of an earlier run's CSV, numbers parsed ("" stays "")."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in FIELDS:
+            row.setdefault(key, "")
+            if key in NUMBERS and row[key] not in ("", None):
+                row[key] = float(row[key])
+    return rows
+
+
+def render(rows: list[dict], arch: str) -> str:
+    """The Markdown table of ``rows``, with the commands (threads, torch) that produced them."""
+    commands = sorted({(r["command"], str(r["threads"]), r["torch"]) for r in rows})
+    lines = [f"# Attack variants on digits ({arch}, CPU width, seed 0)", "",
+             "Commands (one training per row; the time includes attack preparation, e.g. LC's cached benign "
+             "model and PGD, and depends on what else ran):", ""]
+    lines += [f"- `{command}` ({threads} CPU thread{'' if threads == '1' else 's'}, torch {version}, "
+              f"Python {platform.python_version()})"
+              for command, threads, version in commands]
+    lines += ["", "LC only: *PGD fooled* = perturbed target images the surrogate (benign model) assigns to "
+              "another class; "
+              "*perturbation only* = non-target test images sent to the target by a poisoned image's "
+              "perturbation without the trigger (the victim learned the perturbation as a class-2 feature). "
+              "ISSBA only: PSNR of the encoded test images (dB) and the decoder's bit accuracy.", "",
+              "| attack | variant | epochs | MA (%) | ASR (%) | train (s) | PGD fooled (%) | perturbation only (%) "
+              "| PSNR (dB) | bit accuracy |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    percent = lambda value: "" if value == "" else f"{value * 100:.1f}"  # noqa: E731
+    lines += [f"| {r['attack']} | {r['variant']} | {r['epochs']} | {r['ma'] * 100:.2f} | {r['asr'] * 100:.2f} | "
+              f"{r['train_seconds']:.0f} | {percent(r['pgd_fooled'])} | {percent(r['perturbation_only_asr'])} | "
+              f"{'' if r['psnr'] == '' else format(r['psnr'], '.1f')} | {percent(r['bit_accuracy'])} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def lc_diagnostics(attack, run, data, context) -> dict[str, float]:
+    """For a trained LC victim: ``pgd_fooled`` = share of the perturbed images the benign model does
+    not predict as the target; ``perturbation_only_asr`` = share of non-target test images predicted
+    as the target after adding one poisoned image's perturbation (cycled, no trigger)."""
+    from analysis.data import LabeledImages
+
+    idx = torch.as_tensor(attack.perturbed_indices)
+    delta = attack.perturbed - data.train.x[idx]
+    benign = attack.benign_model(data.train, data.num_classes, context)
+    fooled = float(np.mean(predict_classes(benign, LabeledImages(attack.perturbed, data.train.y[idx]))
+                           != attack.target))
+    others = data.test.of_class_not(attack.target)
+    cycled = delta[torch.arange(len(others)) % len(delta)]
+    shifted = LabeledImages((others.x + cycled).clamp(0.0, 1.0), others.y.clone())
+    return {"pgd_fooled": fooled,
+            "perturbation_only_asr": float(np.mean(predict_classes(run.model, shifted) == attack.target))}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS, reverse=True))
+    parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=["wanet", "lc"])
+    parser.add_argument("--arch", default="resnet18", choices=("resnet18", "mobilenetv2"))
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--cache-dir", default="results/cache")
     parser.add_argument("--threads", type=int, default=2)
@@ -59,29 +139,35 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for attack in args.only:
         for label, settings in VARIANTS[attack]:
-            config = TrainConfig.cpu("resnet18")
+            config = TrainConfig.cpu(args.arch)
             atk = build_attack(attack, **settings)
-            run = attacked_model("digits", "resnet18", atk, config=config, checkpoints=None, progress=False,
+            run = attacked_model("digits", args.arch, atk, config=config, checkpoints=None, progress=False,
                                  data=data, cache_dir=args.cache_dir)
             ma = float(np.mean(predict_classes(run.model, data.test) == data.test.y.numpy()))
             asr = float(np.mean(predict_classes(run.model, run.poisoned_test) == atk.target))
-            rows.append({"attack": attack, "variant": label, "settings": settings, "epochs": config.epochs,
-                         "ma": ma, "asr": asr, "train_seconds": run.train_seconds})
+            row = {"arch": args.arch, "attack": attack, "variant": label, "settings": settings,
+                   "epochs": config.epochs, "ma": ma, "asr": asr, "train_seconds": run.train_seconds,
+                   "pgd_fooled": "", "perturbation_only_asr": "", "psnr": "", "bit_accuracy": ""}
+            if attack == "lc":
+                context = AttackContext(config=config, arch=args.arch, progress=False, cache_dir=args.cache_dir)
+                row.update(lc_diagnostics(atk, run, data, context))
+            if attack == "issba":
+                row.update(atk.quality(data.test))
+            rows.append(row)
             print(f"{attack:6s} {label:45s} MA {ma:.2%} ASR {asr:.2%} {run.train_seconds:.0f}s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "variants.csv", "w", newline="", encoding="utf-8") as handle:
+    stem = "variants" if args.arch == "resnet18" else f"variants_{args.arch}"
+    command = f"python benchmarks/attack_variants.py --only {' '.join(args.only)} --arch {args.arch}"
+    for row in rows:
+        row.update(command=command, threads=args.threads, torch=torch.__version__)
+    # rows of attacks not rerun stay, with the command that produced them
+    kept = [row for row in read_rows(args.out / f"{stem}.csv") if row["attack"] not in args.only]
+    rows = kept + rows
+    with open(args.out / f"{stem}.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["# WaNet and Label-Consistent variants on digits (ResNet-18, width 16, seed 0)", "",
-             f"Command: `python benchmarks/attack_variants.py --only {' '.join(args.only)}` ({args.threads} CPU "
-             f"threads, torch {torch.__version__}, Python {platform.python_version()}). One training per row; "
-             "the time includes attack preparation (LC: a cached benign model and PGD) and depends on what else "
-             f"ran (load average at the end: {os.getloadavg()[0]:.1f}).", "",
-             "| attack | variant | epochs | MA (%) | ASR (%) | train (s) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['attack']} | {r['variant']} | {r['epochs']} | {r['ma'] * 100:.2f} | {r['asr'] * 100:.2f} | "
-              f"{r['train_seconds']:.0f} |" for r in rows]
-    (args.out / "variants.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (args.out / f"{stem}.md").write_text(render(rows, args.arch), encoding="utf-8")
     return 0
 
 

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from analysis.attacks import AttackContext, BadNets, LabelConsistent, build_attack
-from analysis.attacks.label_consistent import pgd_away_from_label
+from analysis.attacks.label_consistent import adversarial_training_loss, pgd_away_from_label
 from analysis.data import DatasetSplits
 from analysis.pipeline import analyse, attacked_model
 from analysis.training import TrainConfig
@@ -38,6 +38,7 @@ def test_paper_defaults():
     assert isinstance(attack, LabelConsistent) and attack.clean_label and not attack.controls_training
     assert (attack.target, attack.rate, attack.eps) == (2, 0.05, 16 / 255)
     assert (attack.trigger.size, attack.trigger.value) == (2, 1.0)
+    assert attack.surrogate == "standard"  # the paper's "benign model"; "adversarial" is an option
 
 
 def test_poisons_only_target_images_and_keeps_every_label(small, prepared):
@@ -98,6 +99,41 @@ def test_other_pgd_settings_reuse_the_cached_benign_model(small, prepared, monke
     assert float((other.perturbed - small.x[other.perturbed_indices]).abs().max()) <= 1 / 255 + 1e-6
 
 
+def test_adversarial_training_loss_is_the_loss_on_pgd_examples():
+    """Madry's objective: the hook ignores the clean logits and returns the cross-entropy of the PGD
+    examples (budget eps, steps of 2.5 eps / steps), which is at least the clean loss."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
+    x = torch.rand(6, 3, 4, 4)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    loss = adversarial_training_loss(eps=0.1, steps=4)(model, x, y, model(x))
+    adv = pgd_away_from_label(model, x, y, eps=0.1, step=2.5 * 0.1 / 4, steps=4)
+    torch.testing.assert_close(loss, F.cross_entropy(model(adv), y))
+    assert loss > F.cross_entropy(model(x), y)
+    loss.backward()  # differentiable in the weights
+    assert model[1].weight.grad is not None
+
+
+def test_adversarial_surrogate_trains_with_the_hook_and_caches_apart(small, tmp_path, monkeypatch):
+    cache = tmp_path
+    LabelConsistent(pgd_steps=1).prepare(small, 10, _context(cache))  # the standard surrogate, cached
+    import analysis.training as training
+
+    real_train, hooks = training.train, []
+
+    def spy(*args, **kwargs):
+        hooks.append(kwargs.get("loss_hook"))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    robust = LabelConsistent(pgd_steps=3, surrogate="adversarial", surrogate_steps=1)
+    robust.prepare(small, 10, _context(cache))
+    assert len(hooks) == 1 and hooks[0] is not None  # not the cached standard model
+    assert not robust.loaded_from_cache
+    assert len(list(cache.glob("lc-benign-*.json"))) == 2
+    assert robust.settings()["surrogate"] == "adversarial"
+
+
 def test_test_time_trigger_is_the_badnets_square_without_perturbation(small):
     x = small.x[:3]
     assert torch.equal(LabelConsistent().apply_trigger(x), BadNets().apply_trigger(x))
@@ -124,7 +160,8 @@ def test_selection_is_deterministic(small):
 @pytest.mark.parametrize("settings, message", [
     ({"eps": 0}, "eps: expected"), ({"eps": 1.5}, "eps"), ({"pgd_step": 0.5}, "pgd_step"),
     ({"pgd_steps": 0}, "pgd_steps"), ({"rate": 0.0}, "rate"), ({"target": -1}, "target"),
-    ({"trigger_size": 0}, "size"),
+    ({"trigger_size": 0}, "size"), ({"surrogate": "robust"}, "surrogate: expected one of"),
+    ({"surrogate_eps": 0}, "surrogate_eps"), ({"surrogate_steps": 0}, "surrogate_steps"),
 ])
 def test_bad_settings(settings, message):
     with pytest.raises(ValueError, match=message):

@@ -24,3 +24,11 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path, digits):
     _save(tmp_path, BadNets())
     with pytest.raises(ValueError, match=r"was trained with badnets .*'rate': 0.05.*retrain=True"):
         attacked_model(data=digits, attack=BadNets(rate=0.1), checkpoints=tmp_path)
+
+
+def test_attack_by_name_gets_the_datasets_settings_and_loads_the_zoo_model(digits):
+    # on digits WaNet runs without noise mode (DATASET_ATTACK_SETTINGS); the zoo was built that way,
+    # so asking for "wanet" by name loads the shipped model instead of refusing it
+    run = attacked_model("digits", "resnet18", "wanet", data=digits, progress=False)
+    assert run.loaded_from is not None and run.loaded_from.name == "digits-resnet18-wanet"
+    assert run.attack.noise_rate == 0.0
