@@ -12,11 +12,17 @@ under each variant below and reports MA, ASR and the training time (attack prepa
   no longer assigns to the target (did PGD work?), and the
   share of non-target test images sent to the target by a poisoned image's perturbation alone,
   without the trigger (did the victim learn the perturbation instead of the trigger?).
+* BadNets, WaNet without noise mode and IAD with seeds 0, 1, 2: how far ASR moves between runs that differ
+  only in the seed (a variant's ``seed`` seeds both the attack and the training). Run with
+  ``--arch mobilenetv2 --variants seed "noise mode off"``.
 * ISSBA, our encoder's residual weight 5 (the class default), 2 and 1 (digits' setting in
   ``DATASET_ATTACK_SETTINGS``), with the residual's PSNR and the decoder's bit accuracy on the
   test images. Run with ``--arch mobilenetv2``, where the weight decides whether it is learned.
 
-    python benchmarks/attack_variants.py [--only wanet lc issba] [--arch resnet18] [--out docs/results/attacks]
+    python benchmarks/attack_variants.py [--only wanet lc issba badnets iad] [--arch resnet18] [--variants TEXT ...]
+                                         [--out docs/results/attacks]
+
+``--variants`` keeps only the variants whose label contains one of the given texts.
 
 Writes ``variants.csv`` and ``variants.md`` to ``--out`` (``variants_<arch>.*`` for other
 architectures than ResNet-18). LC's benign model and perturbed images
@@ -46,6 +52,18 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {  # attack -> (label, settings); 
         ("paper settings (noise mode 0.2)", {}),
         ("noise mode off", {"noise_rate": 0.0}),
         ("strength s = 1.0", {"strength": 1.0}),
+        ("noise mode off, seed 1", {"noise_rate": 0.0, "seed": 1}),
+        ("noise mode off, seed 2", {"noise_rate": 0.0, "seed": 2}),
+    ],
+    "badnets": [
+        ("paper settings, seed 0", {}),
+        ("paper settings, seed 1", {"seed": 1}),
+        ("paper settings, seed 2", {"seed": 2}),
+    ],
+    "iad": [
+        ("paper settings, seed 0", {}),
+        ("paper settings, seed 1", {"seed": 1}),
+        ("paper settings, seed 2", {"seed": 2}),
     ],
     "lc": [
         ("paper settings (eps 16/255, PGD 20 x 2/255)", {}),
@@ -97,11 +115,12 @@ def render(rows: list[dict], arch: str) -> str:
               "*perturbation only* = non-target test images sent to the target by a poisoned image's "
               "perturbation without the trigger (the victim learned the perturbation as a class-2 feature). "
               "ISSBA only: PSNR of the encoded test images (dB) and the decoder's bit accuracy.", "",
-              "| attack | variant | epochs | MA (%) | ASR (%) | train (s) | PGD fooled (%) | perturbation only (%) "
-              "| PSNR (dB) | bit accuracy |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| attack | variant | epochs | threads | MA (%) | ASR (%) | train (s) | PGD fooled (%) "
+              "| perturbation only (%) | PSNR (dB) | bit accuracy |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     percent = lambda value: "" if value == "" else f"{value * 100:.1f}"  # noqa: E731
-    lines += [f"| {r['attack']} | {r['variant']} | {r['epochs']} | {r['ma'] * 100:.2f} | {r['asr'] * 100:.2f} | "
+    lines += [f"| {r['attack']} | {r['variant']} | {r['epochs']} | {r['threads']} | {r['ma'] * 100:.2f} | "
+              f"{r['asr'] * 100:.2f} | "
               f"{r['train_seconds']:.0f} | {percent(r['pgd_fooled'])} | {percent(r['perturbation_only_asr'])} | "
               f"{'' if r['psnr'] == '' else format(r['psnr'], '.1f')} | {percent(r['bit_accuracy'])} |"
               for r in rows]
@@ -133,13 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--cache-dir", default="results/cache")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=None, metavar="TEXT",
+                        help="only variants whose label contains one of these texts")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_digits()
     rows = []
     for attack in args.only:
         for label, settings in VARIANTS[attack]:
-            config = TrainConfig.cpu(args.arch)
+            if args.variants and not any(text in label for text in args.variants):
+                continue
+            config = TrainConfig.cpu(args.arch, seed=settings.get("seed", 0))
             atk = build_attack(attack, **settings)
             run = attacked_model("digits", args.arch, atk, config=config, checkpoints=None, progress=False,
                                  data=data, cache_dir=args.cache_dir)
@@ -158,11 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "variants" if args.arch == "resnet18" else f"variants_{args.arch}"
     command = f"python benchmarks/attack_variants.py --only {' '.join(args.only)} --arch {args.arch}"
+    if args.variants:
+        command += " --variants " + " ".join(f'"{text}"' if " " in text else text for text in args.variants)
     for row in rows:
         row.update(command=command, threads=args.threads, torch=torch.__version__)
-    # rows of attacks not rerun stay, with the command that produced them
-    kept = [row for row in read_rows(args.out / f"{stem}.csv") if row["attack"] not in args.only]
-    rows = kept + rows
+    # rows of variants not rerun stay, with the command that produced them
+    rerun = {(row["attack"], row["variant"]) for row in rows}
+    kept = [row for row in read_rows(args.out / f"{stem}.csv") if (row["attack"], row["variant"]) not in rerun]
+    labels = [(attack, label) for attack, variants in VARIANTS.items() for label, _ in variants]
+    rows = sorted(kept + rows, key=lambda row: labels.index((row["attack"], row["variant"]))
+                  if (row["attack"], row["variant"]) in labels else len(labels))
     with open(args.out / f"{stem}.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()

@@ -17,7 +17,7 @@ ATTACKS = {
 # Settings that differ from the paper's on one dataset, with the measurement that forced them.
 # digits, WaNet: with noise mode (noise_rate 0.2) the sub-pixel warp is not learned on the smooth,
 # upsampled 8x8 digits (ResNet-18, 30 epochs: ASR 12%; strength 1.0: 25%); without
-# it, 92% (``benchmarks/attack_variants.py``).
+# it, 98% (``benchmarks/attack_variants.py``).
 # digits, ISSBA: our encoder's residual weight (not a paper setting) of 5 hides the secret at PSNR
 # 40.6 dB, too faint for MobileNetV2 to learn in 30 epochs (ASR 3%: it memorises the poisoned images);
 # weight 1 gives 31.9 dB and lets both architectures learn it (``benchmarks/attack_variants.py
