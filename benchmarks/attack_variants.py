@@ -22,7 +22,9 @@ under each variant below and reports MA, ASR and the training time (attack prepa
     python benchmarks/attack_variants.py [--only wanet lc issba badnets iad] [--arch resnet18] [--variants TEXT ...]
                                          [--out docs/results/attacks]
 
-``--variants`` keeps only the variants whose label contains one of the given texts.
+``--variants`` keeps only the variants whose label contains one of the given texts; ``--epochs``
+trains for that many epochs instead of the CPU profile's 30 (a row is identified by attack, variant
+and epochs).
 
 Writes ``variants.csv`` and ``variants.md`` to ``--out`` (``variants_<arch>.*`` for other
 architectures than ResNet-18). LC's benign model and perturbed images
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import platform
 import sys
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--cache-dir", default="results/cache")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs instead of the CPU profile's 30 (rows keep their epochs)")
     parser.add_argument("--variants", nargs="+", default=None, metavar="TEXT",
                         help="only variants whose label contains one of these texts")
     args = parser.parse_args(argv)
@@ -163,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.variants and not any(text in label for text in args.variants):
                 continue
             config = TrainConfig.cpu(args.arch, seed=settings.get("seed", 0))
+            if args.epochs is not None:
+                config = dataclasses.replace(config, epochs=args.epochs)
             atk = build_attack(attack, **settings)
             run = attacked_model("digits", args.arch, atk, config=config, checkpoints=None, progress=False,
                                  data=data, cache_dir=args.cache_dir)
@@ -181,16 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "variants" if args.arch == "resnet18" else f"variants_{args.arch}"
     command = f"python benchmarks/attack_variants.py --only {' '.join(args.only)} --arch {args.arch}"
+    if args.epochs is not None:
+        command += f" --epochs {args.epochs}"
     if args.variants:
         command += " --variants " + " ".join(f'"{text}"' if " " in text else text for text in args.variants)
     for row in rows:
         row.update(command=command, threads=args.threads, torch=torch.__version__)
     # rows of variants not rerun stay, with the command that produced them
-    rerun = {(row["attack"], row["variant"]) for row in rows}
-    kept = [row for row in read_rows(args.out / f"{stem}.csv") if (row["attack"], row["variant"]) not in rerun]
+    rerun = {(row["attack"], row["variant"], str(row["epochs"])) for row in rows}
+    kept = [row for row in read_rows(args.out / f"{stem}.csv")
+            if (row["attack"], row["variant"], str(row["epochs"])) not in rerun]
     labels = [(attack, label) for attack, variants in VARIANTS.items() for label, _ in variants]
-    rows = sorted(kept + rows, key=lambda row: labels.index((row["attack"], row["variant"]))
-                  if (row["attack"], row["variant"]) in labels else len(labels))
+    rows = sorted(kept + rows, key=lambda row: (labels.index((row["attack"], row["variant"]))
+                                                if (row["attack"], row["variant"]) in labels else len(labels),
+                                                int(row["epochs"])))
     with open(args.out / f"{stem}.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
