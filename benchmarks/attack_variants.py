@@ -1,6 +1,7 @@
 """Why attacks use other settings (or miss) on digits: WaNet's noise mode, ISSBA's residual, Label-Consistent.
 
-Trains ``--arch`` (default ResNet-18; CPU width, the CPU profile, seed 0, no checkpoints) on digits
+Trains ``--arch`` (default ResNet-18; CPU width, the CPU profile, seed 0 unless a variant sets
+``seed``, no checkpoints) on digits
 under each variant below and reports MA, ASR and the training time (attack preparation included):
 
 * WaNet, paper settings (k 4, s 0.5, noise mode 0.2) vs noise mode off and s = 1.0.
@@ -35,7 +36,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import os
 import platform
 import sys
 from pathlib import Path
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from analysis.attacks import AttackContext, build_attack
-from analysis.data import load_digits
+from analysis.data import LabeledImages, load_digits
 from analysis.features import predict_classes
 from analysis.pipeline import attacked_model
 from analysis.training import TrainConfig
@@ -107,7 +107,7 @@ def read_rows(path: Path) -> list[dict]:
 def render(rows: list[dict], arch: str) -> str:
     """The Markdown table of ``rows``, with the commands (threads, torch) that produced them."""
     commands = sorted({(r["command"], str(r["threads"]), r["torch"]) for r in rows})
-    lines = [f"# Attack variants on digits ({arch}, CPU width, seed 0)", "",
+    lines = [f"# Attack variants on digits ({arch}, CPU width, seed 0 unless the variant says otherwise)", "",
              "Commands (one training per row; the time includes attack preparation, e.g. LC's cached benign "
              "model and PGD, and depends on what else ran):", ""]
     lines += [f"- `{command}` ({threads} CPU thread{'' if threads == '1' else 's'}, torch {version}, "
@@ -134,8 +134,6 @@ def lc_diagnostics(attack, run, data, context) -> dict[str, float]:
     """For a trained LC victim: ``pgd_fooled`` = share of the perturbed images the benign model does
     not predict as the target; ``perturbation_only_asr`` = share of non-target test images predicted
     as the target after adding one poisoned image's perturbation (cycled, no trigger)."""
-    from analysis.data import LabeledImages
-
     idx = torch.as_tensor(attack.perturbed_indices)
     delta = attack.perturbed - data.train.x[idx]
     benign = attack.benign_model(data.train, data.num_classes, context)
@@ -175,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                                  data=data, cache_dir=args.cache_dir)
             ma = float(np.mean(predict_classes(run.model, data.test) == data.test.y.numpy()))
             asr = float(np.mean(predict_classes(run.model, run.poisoned_test) == atk.target))
-            row = {"arch": args.arch, "attack": attack, "variant": label, "settings": settings,
-                   "epochs": config.epochs, "ma": ma, "asr": asr, "train_seconds": run.train_seconds,
-                   "pgd_fooled": "", "perturbation_only_asr": "", "psnr": "", "bit_accuracy": ""}
+            row = {**dict.fromkeys(FIELDS, ""), "arch": args.arch, "attack": attack, "variant": label,
+                   "settings": settings, "epochs": config.epochs, "ma": ma, "asr": asr,
+                   "train_seconds": run.train_seconds}
             if attack == "lc":
                 context = AttackContext(config=config, arch=args.arch, progress=False, cache_dir=args.cache_dir)
                 row.update(lc_diagnostics(atk, run, data, context))
@@ -198,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     rerun = {(row["attack"], row["variant"], str(row["epochs"])) for row in rows}
     kept = [row for row in read_rows(args.out / f"{stem}.csv")
             if (row["attack"], row["variant"], str(row["epochs"])) not in rerun]
-    labels = [(attack, label) for attack, variants in VARIANTS.items() for label, _ in variants]
-    rows = sorted(kept + rows, key=lambda row: (labels.index((row["attack"], row["variant"]))
-                                                if (row["attack"], row["variant"]) in labels else len(labels),
+    order = {(attack, label): i for i, (attack, label) in
+             enumerate((attack, label) for attack, variants in VARIANTS.items() for label, _ in variants)}
+    rows = sorted(kept + rows, key=lambda row: (order.get((row["attack"], row["variant"]), len(order)),
                                                 int(row["epochs"])))
     with open(args.out / f"{stem}.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
