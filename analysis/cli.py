@@ -118,7 +118,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     report = reproduce(data, out, profile=args.profile, only=args.only, archs=args.archs, runs=args.runs,
                        progress=not args.no_progress, train_subset=args.train_subset, epochs=args.epochs,
-                       command="python -m analysis reproduce " + " ".join(sys.argv[2:]), attacks=args.attacks,
+                       batch_size=args.batch_size, attacks=args.attacks,
+                       command="python -m analysis reproduce " + " ".join(sys.argv[2:]),
                        max_eval=_budget(args.max_eval), defense_samples=_budget(args.defense_samples))
     print(f"report: {report}   ({time.perf_counter() - started:.0f} s)")
     return 0
@@ -166,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--attacks", nargs="+", default=None, help="subset of attacks (default: all available)")
     rep.add_argument("--train-subset", type=int, default=None, help="train on this many images (stratified)")
     rep.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    rep.add_argument("--batch-size", type=int, default=None,
+                     help="override the profile's batch size (128)")
     rep.add_argument("--max-eval", type=int, default=None,
                      help="Tables 1/2: at most this many benign and this many poisoned inputs per run "
                           "(default: the profile's, cpu 50; 0 = all)")

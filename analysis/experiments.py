@@ -55,6 +55,7 @@ class Study:
     attacks: tuple[str, ...] = field(default_factory=lambda: tuple(a for a in paper.ATTACKS if a in ATTACKS))
     train_subset: int | None = None  # train on a seeded, stratified subset of this many images
     epochs: int | None = None  # override the profile's epochs
+    batch_size: int | None = None  # override the profile's batch size
     max_eval: int | None = 100  # Tables 1/2: cap on benign and on poisoned inputs per run (None = all)
     defense_samples: int | None = None  # Tables 1/2: RS neighbours and STRIP blends per input (None = paper's 100)
     _cache: dict = field(default_factory=dict, repr=False)
@@ -65,6 +66,8 @@ class Study:
         config = PROFILES[self.profile](arch)
         if self.epochs is not None:
             config.epochs = self.epochs
+        if self.batch_size is not None:
+            config.batch_size = self.batch_size
         return config
 
     def detector_settings(self, name: str) -> dict:
@@ -91,7 +94,8 @@ class Study:
         key = (arch, name)
         if key not in self._cache:
             use_zoo = (self.zoo_dir is not None and self.profile == "cpu" and self.data.name == "digits"
-                       and self.train_subset is None and self.epochs is None and has_checkpoint(name, self.zoo_dir))
+                       and self.train_subset is None and self.epochs is None and self.batch_size is None
+                       and has_checkpoint(name, self.zoo_dir))
             folder = self.zoo_dir if use_zoo else self.models_dir
             self._cache[key] = attacked_model(
                 self.data.name, arch, atk, config=self.config(arch), checkpoints=folder, save=not use_zoo,
@@ -112,7 +116,8 @@ class Study:
         if key not in self._cache:
             name = f"{self.data.name}-{arch}-clean"
             use_zoo = (self.zoo_dir is not None and self.profile == "cpu" and self.data.name == "digits"
-                       and self.train_subset is None and self.epochs is None and has_checkpoint(name, self.zoo_dir))
+                       and self.train_subset is None and self.epochs is None and self.batch_size is None
+                       and has_checkpoint(name, self.zoo_dir))
             self._cache[key] = clean_model(self.data.name, arch, config=self.config(arch),
                                            checkpoints=self.zoo_dir if use_zoo else self.models_dir,
                                            save=not use_zoo, progress=self.progress, data=self.training_data())

@@ -81,11 +81,13 @@ def reproduce(
     attacks: Sequence[str] | None = None,
     max_eval: int | None | str = "profile",
     defense_samples: int | None | str = "profile",
+    batch_size: int | None = None,
 ) -> Path:
     """Run the selected experiments (all by default) and write results under ``out``; returns REPORT.md.
 
     ``max_eval`` and ``defense_samples`` (Tables 1/2 budgets, see :data:`PROFILE_BUDGETS`) default to
-    the profile's; ``None`` means all inputs / the paper's 100 samples.
+    the profile's; ``None`` means all inputs / the paper's 100 samples. ``epochs`` and ``batch_size``
+    override the profile's training settings (``None``: the profile's).
     """
     unknown = sorted(set(only or ()) - set(EXPERIMENTS))
     if unknown:
@@ -98,6 +100,9 @@ def reproduce(
         max_eval = PROFILE_BUDGETS[profile]["max_eval"]
     if defense_samples == "profile":
         defense_samples = PROFILE_BUDGETS[profile]["defense_samples"]
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
     for value, label in ((max_eval, "max_eval"), (defense_samples, "defense_samples")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{label}: expected a positive integer or None, got {value!r}")
@@ -105,7 +110,7 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
     study = Study(data, archs=tuple(archs), profile=profile, runs=runs, models_dir=out / "models",
                   progress=progress, train_subset=train_subset, epochs=epochs, max_eval=max_eval,
-                  defense_samples=defense_samples)
+                  defense_samples=defense_samples, batch_size=batch_size)
     if attacks is not None:
         missing = sorted(set(attacks) - set(study.attacks))
         if missing:
@@ -115,6 +120,8 @@ def reproduce(
     settings = {"dataset": data.name, "sizes": data.sizes(), "profile": profile, "archs": list(archs), "runs": runs,
                 "train_subset": train_subset, "epochs": epochs, "attacks": list(study.attacks), "max_eval": max_eval,
                 "defense_samples": defense_samples}
+    if batch_size is not None:  # only when set, so folders written before the option still resume
+        settings["batch_size"] = batch_size
     if state.get("settings", settings) != settings:
         raise ValueError(f"out: {out} holds results of other settings {state['settings']}; "
                          f"use another folder (or delete {out / PROGRESS}) for {settings}")
@@ -133,11 +140,11 @@ def reproduce(
                                "figures": [f"{n}.html" for n, _ in figures]}
         (out / PROGRESS).write_text(json.dumps(state, indent=2))
     return _write_report(out, data, profile, archs, runs, train_subset, epochs, command, state, max_eval,
-                         defense_samples)
+                         defense_samples, batch_size)
 
 
 def _write_report(out: Path, data, profile, archs, runs, train_subset, epochs, command, state, max_eval=None,
-                  defense_samples=None) -> Path:
+                  defense_samples=None, batch_size=None) -> Path:
     lines = [
         f"# Reproduction on {data.name}",
         "",
@@ -145,6 +152,7 @@ def _write_report(out: Path, data, profile, archs, runs, train_subset, epochs, c
         f"Profile `{profile}`, architectures {', '.join(archs)}, {runs} run(s) per detection cell; "
         f"splits: {data.sizes()}" + (f"; trained on a {train_subset}-image subset" if train_subset else "")
         + (f"; {epochs} epochs" if epochs else "")
+        + (f"; batch size {batch_size}" if batch_size else "")
         + (f"; Tables 1/2 on at most {max_eval} benign + {max_eval} poisoned inputs per run" if max_eval else "")
         + (f"; RS and STRIP with {defense_samples} neighbours/blends per input (paper: 100)" if defense_samples
            else "")

@@ -4,8 +4,9 @@ Trains ``--arch`` (default ResNet-18; CPU width, the CPU profile, seed 0 unless 
 ``seed``, no checkpoints) on digits
 under each variant below and reports MA, ASR and the training time (attack preparation included):
 
-* WaNet, paper settings (k 4, s 0.5, noise mode 0.2) vs noise mode off and s = 1.0.
-  Result used by ``analysis.attacks.DATASET_ATTACK_SETTINGS`` (digits: noise mode off).
+* WaNet, paper settings (k 4, s 0.5, noise mode 0.2) vs noise mode off, s = 1.0, and both.
+  Result used by ``analysis.attacks.DATASET_ATTACK_SETTINGS`` (digits: noise mode off; s = 1.0
+  was tried and not kept).
 * Label-Consistent, paper settings (PGD ε 16/255, 20 × 2/255, 2×2 trigger bottom-right) vs
   ε 64/255, ε 128/255 and a 4×4 trigger, and the same budgets against an adversarially trained
   surrogate (``surrogate="adversarial"``, Turner et al.'s choice; ε_train 16/255, 5 PGD steps).
@@ -24,8 +25,8 @@ under each variant below and reports MA, ASR and the training time (attack prepa
                                          [--out docs/results/attacks]
 
 ``--variants`` keeps only the variants whose label contains one of the given texts; ``--epochs``
-trains for that many epochs instead of the CPU profile's 30 (a row is identified by attack, variant
-and epochs).
+and ``--batch-size`` replace the CPU profile's (30 epochs, batch 128); a row is identified by
+attack, variant, epochs and batch size. ``--exact`` keeps only variants whose label equals a text.
 
 Writes ``variants.csv`` and ``variants.md`` to ``--out`` (``variants_<arch>.*`` for other
 architectures than ResNet-18). LC's benign model and perturbed images
@@ -57,6 +58,9 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {  # attack -> (label, settings); 
         ("strength s = 1.0", {"strength": 1.0}),
         ("noise mode off, seed 1", {"noise_rate": 0.0, "seed": 1}),
         ("noise mode off, seed 2", {"noise_rate": 0.0, "seed": 2}),
+        ("noise mode off, strength s = 1.0", {"noise_rate": 0.0, "strength": 1.0}),
+        ("noise mode off, strength s = 1.0, seed 1", {"noise_rate": 0.0, "strength": 1.0, "seed": 1}),
+        ("noise mode off, strength s = 1.0, seed 2", {"noise_rate": 0.0, "strength": 1.0, "seed": 2}),
     ],
     "badnets": [
         ("paper settings, seed 0", {}),
@@ -85,8 +89,8 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {  # attack -> (label, settings); 
         ("residual weight 1 (digits setting)", {"residual_weight": 1.0}),
     ],
 }
-FIELDS = ["arch", "attack", "variant", "settings", "epochs", "ma", "asr", "train_seconds", "pgd_fooled",
-          "perturbation_only_asr", "psnr", "bit_accuracy", "command", "threads", "torch"]
+FIELDS = ["arch", "attack", "variant", "settings", "epochs", "batch_size", "ma", "asr", "train_seconds",
+          "pgd_fooled", "perturbation_only_asr", "psnr", "bit_accuracy", "command", "threads", "torch"]
 NUMBERS = ("ma", "asr", "train_seconds", "pgd_fooled", "perturbation_only_asr", "psnr", "bit_accuracy")
 
 
@@ -118,12 +122,12 @@ def render(rows: list[dict], arch: str) -> str:
               "*perturbation only* = non-target test images sent to the target by a poisoned image's "
               "perturbation without the trigger (the victim learned the perturbation as a class-2 feature). "
               "ISSBA only: PSNR of the encoded test images (dB) and the decoder's bit accuracy.", "",
-              "| attack | variant | epochs | threads | MA (%) | ASR (%) | train (s) | PGD fooled (%) "
+              "| attack | variant | epochs | batch | threads | MA (%) | ASR (%) | train (s) | PGD fooled (%) "
               "| perturbation only (%) | PSNR (dB) | bit accuracy |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     percent = lambda value: "" if value == "" else f"{value * 100:.1f}"  # noqa: E731
-    lines += [f"| {r['attack']} | {r['variant']} | {r['epochs']} | {r['threads']} | {r['ma'] * 100:.2f} | "
-              f"{r['asr'] * 100:.2f} | "
+    lines += [f"| {r['attack']} | {r['variant']} | {r['epochs']} | {r['batch_size'] or 128} | {r['threads']} | "
+              f"{r['ma'] * 100:.2f} | {r['asr'] * 100:.2f} | "
               f"{r['train_seconds']:.0f} | {percent(r['pgd_fooled'])} | {percent(r['perturbation_only_asr'])} | "
               f"{'' if r['psnr'] == '' else format(r['psnr'], '.1f')} | {percent(r['bit_accuracy'])} |"
               for r in rows]
@@ -155,27 +159,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs instead of the CPU profile's 30 (rows keep their epochs)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="batch size instead of the CPU profile's (rows keep their batch size)")
     parser.add_argument("--variants", nargs="+", default=None, metavar="TEXT",
                         help="only variants whose label contains one of these texts")
+    parser.add_argument("--exact", action="store_true", help="--variants texts must equal the label")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_digits()
     rows = []
     for attack in args.only:
         for label, settings in VARIANTS[attack]:
-            if args.variants and not any(text in label for text in args.variants):
+            if args.variants and not any(text == label if args.exact else text in label
+                                         for text in args.variants):
                 continue
             config = TrainConfig.cpu(args.arch, seed=settings.get("seed", 0))
             if args.epochs is not None:
                 config = dataclasses.replace(config, epochs=args.epochs)
+            if args.batch_size is not None:
+                config = dataclasses.replace(config, batch_size=args.batch_size)
             atk = build_attack(attack, **settings)
             run = attacked_model("digits", args.arch, atk, config=config, checkpoints=None, progress=False,
                                  data=data, cache_dir=args.cache_dir)
             ma = float(np.mean(predict_classes(run.model, data.test) == data.test.y.numpy()))
             asr = float(np.mean(predict_classes(run.model, run.poisoned_test) == atk.target))
             row = {**dict.fromkeys(FIELDS, ""), "arch": args.arch, "attack": attack, "variant": label,
-                   "settings": settings, "epochs": config.epochs, "ma": ma, "asr": asr,
-                   "train_seconds": run.train_seconds}
+                   "settings": settings, "epochs": config.epochs, "batch_size": config.batch_size, "ma": ma,
+                   "asr": asr, "train_seconds": run.train_seconds}
             if attack == "lc":
                 context = AttackContext(config=config, arch=args.arch, progress=False, cache_dir=args.cache_dir)
                 row.update(lc_diagnostics(atk, run, data, context))
@@ -188,18 +198,21 @@ def main(argv: list[str] | None = None) -> int:
     command = f"python benchmarks/attack_variants.py --only {' '.join(args.only)} --arch {args.arch}"
     if args.epochs is not None:
         command += f" --epochs {args.epochs}"
+    if args.batch_size is not None:
+        command += f" --batch-size {args.batch_size}"
     if args.variants:
         command += " --variants " + " ".join(f'"{text}"' if " " in text else text for text in args.variants)
+        command += " --exact" if args.exact else ""
     for row in rows:
         row.update(command=command, threads=args.threads, torch=torch.__version__)
     # rows of variants not rerun stay, with the command that produced them
-    rerun = {(row["attack"], row["variant"], str(row["epochs"])) for row in rows}
-    kept = [row for row in read_rows(args.out / f"{stem}.csv")
-            if (row["attack"], row["variant"], str(row["epochs"])) not in rerun]
+    key = lambda row: (row["attack"], row["variant"], str(row["epochs"]), str(row["batch_size"] or 128))  # noqa: E731
+    rerun = {key(row) for row in rows}
+    kept = [row for row in read_rows(args.out / f"{stem}.csv") if key(row) not in rerun]
     order = {(attack, label): i for i, (attack, label) in
              enumerate((attack, label) for attack, variants in VARIANTS.items() for label, _ in variants)}
     rows = sorted(kept + rows, key=lambda row: (order.get((row["attack"], row["variant"]), len(order)),
-                                                int(row["epochs"])))
+                                                int(row["epochs"]), -int(row["batch_size"] or 128)))
     with open(args.out / f"{stem}.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()

@@ -137,6 +137,10 @@ def test_mask_cache(digits, tmp_path):
     second.prepare(data, 10, context)
     for a, b in zip(first.mask_net.state_dict().values(), second.mask_net.state_dict().values()):
         assert torch.equal(a, b)
+    # the mask generator trains on the training config's batches, so another batch size is another entry
+    other = AttackContext(config=TrainConfig(epochs=1, batch_size=32), progress=False, cache_dir=tmp_path)
+    IAD(**TINY).prepare(data, 10, other)
+    assert len(list(tmp_path.glob("iad-mask-*.safetensors"))) == 2
 
 
 @pytest.mark.parametrize(

@@ -31,4 +31,4 @@ def test_attack_by_name_gets_the_datasets_settings_and_loads_the_zoo_model(digit
     # so asking for "wanet" by name loads the shipped model instead of refusing it
     run = attacked_model("digits", "resnet18", "wanet", data=digits, progress=False)
     assert run.loaded_from is not None and run.loaded_from.name == "digits-resnet18-wanet"
-    assert run.attack.noise_rate == 0.0
+    assert (run.attack.noise_rate, run.attack.strength) == (0.0, 0.5)

@@ -71,6 +71,22 @@ def test_bad_arguments(tmp_path, tiny):
         rep.reproduce(tiny, tmp_path, profile="fast")
     with pytest.raises(ValueError, match="max_eval: expected a positive integer or None, got 0"):
         rep.reproduce(tiny, tmp_path, max_eval=0)
+    with pytest.raises(ValueError, match="batch_size: expected a positive integer or None, got 0"):
+        rep.reproduce(tiny, tmp_path, batch_size=0)
+    assert not (tmp_path / rep.PROGRESS).exists()  # refused before anything was written
+
+
+def test_batch_size_overrides_the_profile_and_bypasses_the_zoo(tmp_path, tiny):
+    study = experiments.Study(tiny, batch_size=16)
+    assert study.config("resnet18").batch_size == 16 and study.config("mobilenetv2").batch_size == 16
+    assert experiments.Study(tiny).config("mobilenetv2").batch_size == 128  # the cpu profile's
+    rep.reproduce(tiny, tmp_path, only=["table3"], archs=["resnet18"], runs=1, progress=False, epochs=1,
+                  attacks=["badnets"], batch_size=64)
+    assert json.loads((tmp_path / rep.PROGRESS).read_text())["settings"]["batch_size"] == 64
+    assert "1 epochs; batch size 64" in (tmp_path / "REPORT.md").read_text()
+    entries = json.loads((tmp_path / "models" / "manifest.json").read_text())["entries"]
+    assert sorted(entries) == ["digits-resnet18-badnets", "digits-resnet18-clean"]  # trained, not the zoo's
+    assert all(entry["config"]["train"]["batch_size"] == 64 for entry in entries.values())
 
 
 def test_profiles_set_the_tables12_budget(tmp_path, tiny):

@@ -44,3 +44,10 @@ def test_paper_profile():
     config = TrainConfig.paper("resnet18")
     assert (config.epochs, config.lr, config.milestones, config.batch_size) == (200, 0.1, (100, 150), 128)
     assert TrainConfig.paper("mobilenetv2").lr == 0.01
+
+
+def test_cpu_profile():
+    # MobileNetV2 gets a higher peak lr (at 0.05 it did not learn BadNets on digits in 30 epochs)
+    resnet, mobilenet = TrainConfig.cpu("resnet18"), TrainConfig.cpu("mobilenetv2", seed=3)
+    assert (resnet.epochs, resnet.lr, resnet.batch_size, resnet.schedule) == (30, 0.05, 128, "onecycle")
+    assert (mobilenet.epochs, mobilenet.lr, mobilenet.batch_size, mobilenet.seed) == (30, 0.1, 128, 3)

@@ -32,7 +32,7 @@ def test_entries_cover_every_attack_and_table7_betas():
     assert "digits-mobilenetv2-badnets-r0.01" not in entries
     # digits-specific settings come from one table (WaNet without noise mode, see DATASET_ATTACK_SETTINGS)
     assert entries["digits-resnet18-wanet"].settings == {"noise_rate": 0.0}
-    assert entries["digits-resnet18-wanet"].build_attack().noise_rate == 0.0
+    assert entries["digits-mobilenetv2-wanet"].build_attack().noise_rate == 0.0
     assert entries["digits-mobilenetv2-issba"].build_attack().residual_weight == 1.0
 
 

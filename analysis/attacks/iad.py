@@ -153,16 +153,17 @@ class IAD(Attack):
         self.check_image_size(height, width)
         self.mask_net, self.pattern_net = self._build(channels)
         self.pattern_trained = False
+        batch_size = getattr(context.config, "batch_size", 128)  # the mask generator trains on these batches
         cache = None
         if context.cache_dir is not None:
-            cache = Path(context.cache_dir) / f"iad-mask-{fingerprint(train.x, self.settings())}.safetensors"
+            key = fingerprint(train.x, {**self.settings(), "mask_batch_size": batch_size})
+            cache = Path(context.cache_dir) / f"iad-mask-{key}.safetensors"
             cached = read_cache(cache)
             if cached is not None:
                 load_module_tensors("mask", self.mask_net, cached, "IAD")
                 self.mask_net.eval()
                 return
         device = pick_device(context.device)
-        batch_size = getattr(context.config, "batch_size", 128)
         net = self.mask_net.to(device).train()
         optimizer = self._optimizer(net)
         generator = torch.Generator().manual_seed(self.seed)
