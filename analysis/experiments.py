@@ -70,6 +70,12 @@ class Study:
             config.batch_size = self.batch_size
         return config
 
+    def _in_zoo(self, name: str) -> bool:
+        """Whether checkpoint ``name`` comes from the zoo: digits, the cpu profile unchanged, and the zoo has it."""
+        return (self.zoo_dir is not None and self.profile == "cpu" and self.data.name == "digits"
+                and self.train_subset is None and self.epochs is None and self.batch_size is None
+                and has_checkpoint(name, self.zoo_dir))
+
     def detector_settings(self, name: str) -> dict:
         """Settings a detector of Tables 1/2 gets on top of its defaults (``defense_samples`` for RS and STRIP)."""
         if self.defense_samples is None:
@@ -93,9 +99,7 @@ class Study:
         name = name or f"{self.data.name}-{arch}-{attack}"
         key = (arch, name)
         if key not in self._cache:
-            use_zoo = (self.zoo_dir is not None and self.profile == "cpu" and self.data.name == "digits"
-                       and self.train_subset is None and self.epochs is None and self.batch_size is None
-                       and has_checkpoint(name, self.zoo_dir))
+            use_zoo = self._in_zoo(name)
             folder = self.zoo_dir if use_zoo else self.models_dir
             self._cache[key] = attacked_model(
                 self.data.name, arch, atk, config=self.config(arch), checkpoints=folder, save=not use_zoo,
@@ -115,9 +119,7 @@ class Study:
         key = (arch, "clean")
         if key not in self._cache:
             name = f"{self.data.name}-{arch}-clean"
-            use_zoo = (self.zoo_dir is not None and self.profile == "cpu" and self.data.name == "digits"
-                       and self.train_subset is None and self.epochs is None and self.batch_size is None
-                       and has_checkpoint(name, self.zoo_dir))
+            use_zoo = self._in_zoo(name)
             self._cache[key] = clean_model(self.data.name, arch, config=self.config(arch),
                                            checkpoints=self.zoo_dir if use_zoo else self.models_dir,
                                            save=not use_zoo, progress=self.progress, data=self.training_data())

@@ -100,10 +100,7 @@ def reproduce(
         max_eval = PROFILE_BUDGETS[profile]["max_eval"]
     if defense_samples == "profile":
         defense_samples = PROFILE_BUDGETS[profile]["defense_samples"]
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size < 1):
-        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
-    for value, label in ((max_eval, "max_eval"), (defense_samples, "defense_samples")):
+    for value, label in ((max_eval, "max_eval"), (defense_samples, "defense_samples"), (batch_size, "batch_size")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{label}: expected a positive integer or None, got {value!r}")
     out = Path(out)

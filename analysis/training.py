@@ -60,13 +60,14 @@ class TrainConfig:
 
     @classmethod
     def cpu(cls, arch: str, seed: int = 0) -> "TrainConfig":
-        """The CPU profile: 30 epochs, one-cycle, batch 128, no augmentation, peak lr 0.05 (ResNet-18) / 0.1 (MobileNetV2).
+        """The CPU profile: 30 epochs, one-cycle, batch 128, no augmentation, peak lr 0.05 (ResNet-18)
+        / 0.1 (MobileNetV2).
 
         MobileNetV2 ×0.5 at lr 0.05 did not learn the BadNets trigger on digits in 30 epochs
         (ASR 16%); at 0.1 it did (98%). Batch 32 (4× the SGD steps, about the same time) was
-        tried for MobileNetV2 and not kept: IAD stays seed-dependent (seeds 0/1/2: 88/92/0%, at 128:
-        88/13/7%) and ISSBA drops from 91% to 61%, BadNets seed 0 from 98% to 89% (``benchmarks/attack_variants.py --arch
-        mobilenetv2 --batch-size 32``).
+        tried for MobileNetV2 and not kept: IAD stays seed-dependent (seeds 0/1/2: 88/92/0%; at
+        batch 128: 88/13/7%), ISSBA drops from 91% to 61% and BadNets seed 0 from 98% to 89%
+        (``benchmarks/attack_variants.py --arch mobilenetv2 --batch-size 32``).
         """
         return cls(epochs=30, lr=0.1 if arch == "mobilenetv2" else 0.05, seed=seed)
 

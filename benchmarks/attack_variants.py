@@ -95,7 +95,7 @@ NUMBERS = ("ma", "asr", "train_seconds", "pgd_fooled", "perturbation_only_asr", 
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of an earlier run's CSV, numbers parsed ("" stays "")."""
+    """Rows of an earlier run's CSV, numbers parsed ("" stays ""); rows from before the batch column get 128."""
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as handle:
@@ -105,6 +105,7 @@ def read_rows(path: Path) -> list[dict]:
             row.setdefault(key, "")
             if key in NUMBERS and row[key] not in ("", None):
                 row[key] = float(row[key])
+        row["batch_size"] = int(row["batch_size"] or 128)
     return rows
 
 
@@ -126,7 +127,7 @@ def render(rows: list[dict], arch: str) -> str:
               "| perturbation only (%) | PSNR (dB) | bit accuracy |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     percent = lambda value: "" if value == "" else f"{value * 100:.1f}"  # noqa: E731
-    lines += [f"| {r['attack']} | {r['variant']} | {r['epochs']} | {r['batch_size'] or 128} | {r['threads']} | "
+    lines += [f"| {r['attack']} | {r['variant']} | {r['epochs']} | {r['batch_size']} | {r['threads']} | "
               f"{r['ma'] * 100:.2f} | {r['asr'] * 100:.2f} | "
               f"{r['train_seconds']:.0f} | {percent(r['pgd_fooled'])} | {percent(r['perturbation_only_asr'])} | "
               f"{'' if r['psnr'] == '' else format(r['psnr'], '.1f')} | {percent(r['bit_accuracy'])} |"
@@ -206,13 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row.update(command=command, threads=args.threads, torch=torch.__version__)
     # rows of variants not rerun stay, with the command that produced them
-    key = lambda row: (row["attack"], row["variant"], str(row["epochs"]), str(row["batch_size"] or 128))  # noqa: E731
+    key = lambda row: (row["attack"], row["variant"], str(row["epochs"]), row["batch_size"])  # noqa: E731
     rerun = {key(row) for row in rows}
     kept = [row for row in read_rows(args.out / f"{stem}.csv") if key(row) not in rerun]
     order = {(attack, label): i for i, (attack, label) in
              enumerate((attack, label) for attack, variants in VARIANTS.items() for label, _ in variants)}
     rows = sorted(kept + rows, key=lambda row: (order.get((row["attack"], row["variant"]), len(order)),
-                                                int(row["epochs"]), -int(row["batch_size"] or 128)))
+                                                int(row["epochs"]), -row["batch_size"]))
     with open(args.out / f"{stem}.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
