@@ -278,11 +278,31 @@ class LayerwiseDetector:
             flagged[unknown] = self.unknown_class == "flag"
         return flagged
 
-    def thresholds(self) -> dict[int, float]:
-        """Per class, the score beyond which an input is flagged (mu - tau sigma, or + for euclidean)."""
+    def thresholds(self, tau: float | None = None) -> dict[int, float]:
+        """Per class, the score beyond which an input is flagged (mu - tau sigma, or + for euclidean).
+
+        ``tau`` overrides ``self.tau`` (as in :meth:`flag_scores`).
+        """
         self._check_fitted()
+        tau = self.tau if tau is None else tau
         sign = -1.0 if self.metric == "cosine" else 1.0
-        return {t: self.mu_[t] + sign * self.tau * self.sigma_[t] for t in self.mu_}
+        return {t: self.mu_[t] + sign * tau * self.sigma_[t] for t in self.mu_}
+
+    def suspicion(self, scores: ArrayLike, predicted: ArrayLike) -> np.ndarray:
+        """Scores standardised by the predicted class's reference mu and sigma, signed so that higher = more suspicious.
+
+        ``(mu_c - score) / sigma_c`` for cosine, ``(score - mu_c) / sigma_c`` for euclidean (sigma floored
+        at 1e-12); NaN for a class without reference samples. An input is flagged at ``tau`` exactly
+        when its suspicion exceeds ``tau`` (for sigma > 0), so one threshold on this scale serves every
+        class: it is the score behind AUROC and ROC curves.
+        """
+        self._check_fitted()
+        scores_np = np.asarray(scores, dtype=np.float64)
+        predicted_np = _as_labels(predicted, "predicted")
+        mu = np.array([self.mu_.get(int(t), np.nan) for t in predicted_np])
+        sigma = np.array([self.sigma_.get(int(t), np.nan) for t in predicted_np])
+        sign = -1.0 if self.metric == "cosine" else 1.0
+        return sign * (scores_np - mu) / np.maximum(sigma, 1e-12)
 
     def score_features(self, features: Sequence[ArrayLike], predicted: ArrayLike) -> np.ndarray:
         """Scores ``[N]`` of inputs with precomputed features (L arrays ``[N, D_l]``) and predicted classes."""

@@ -36,20 +36,14 @@ def evaluate_detection(
     """Run the fitted ``detector`` on both evaluation sets; returns the metrics and both raw detections."""
     on_benign = detector.detect(model, benign)
     on_poisoned = detector.detect(model, poisoned)
-    sign = -1.0 if detector.metric == "cosine" else 1.0
     result = Evaluation(
         ma=main_accuracy(on_benign.predicted, benign.y.numpy()),
         asr=attack_success_rate(on_poisoned.predicted, target),
         tpr=true_positive_rate(on_poisoned.flagged),
         fpr=false_positive_rate(on_benign.flagged),
-        auroc=auroc(sign * _normalised(detector, on_benign), sign * _normalised(detector, on_poisoned)),
+        auroc=auroc(detector.suspicion(on_benign.scores, on_benign.predicted),
+                    detector.suspicion(on_poisoned.scores, on_poisoned.predicted)),
         loi=int(detector.loi_[target]),
     )
     return result, on_benign, on_poisoned
 
-
-def _normalised(detector: LayerwiseDetector, detection: Detection) -> np.ndarray:
-    """Scores in units of the predicted class's reference std, centred on its mean (comparable across classes)."""
-    mu = np.array([detector.mu_[int(t)] for t in detection.predicted])
-    sigma = np.array([detector.sigma_[int(t)] for t in detection.predicted])
-    return (detection.scores - mu) / np.maximum(sigma, 1e-12)

@@ -29,7 +29,7 @@ from .detection import LayerwiseDetector
 from .features import paper_layers, predict_classes
 from .pipeline import AttackedModel, attacked_model
 from .training import TrainConfig
-from .zoo import badnets_rate_name
+from .zoo import adaptive_name, badnets_rate_name
 
 PROFILES: dict[str, Callable[[str], TrainConfig]] = {
     "cpu": lambda arch: TrainConfig.cpu(arch),
@@ -397,7 +397,7 @@ def table7_adaptive(study: Study, betas: tuple[float, ...] = paper.ADAPTIVE_BETA
     rows = []
     for arch in study.archs:
         for beta in betas:
-            run = study.model(arch, "adaptive", name=f"{study.data.name}-{arch}-adaptive-b{beta:g}", beta=beta)
+            run = study.model(arch, "adaptive", name=adaptive_name(study.data.name, arch, beta), beta=beta)
             row = {"arch": arch, "beta": beta,
                    "MA": float(np.mean(predict_classes(run.model, run.data.test) == run.data.test.y.numpy())) * 100,
                    "ASR": float(np.mean(predict_classes(run.model, run.poisoned_test) == run.attack.target)) * 100}

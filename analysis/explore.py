@@ -6,8 +6,8 @@ centroids at every layer, its predicted class and its detector score. Everything
 notebook shows is then read from those arrays: curves per class, histograms per layer,
 TPR/FPR per threshold tau, so widget callbacks never run the model.
 
-:class:`ExplorerApp` (built by :meth:`LayerwiseExplorer.widget`) is the ipywidgets app:
-class, layer and tau controls, a TPR/FPR readout and two plotly ``FigureWidget``s.
+The widget apps of the notebooks (:mod:`analysis.apps`) draw from these arrays; this module
+holds no widget.
 
 As in the paper's Sec. 3, the curves of a class ``c`` use the benign and the poisoned
 evaluation inputs that the model *classifies* as ``c``, each compared with ``c``'s
@@ -18,10 +18,8 @@ test images, which is what our reference split is on CIFAR-10 and GTSRB).
 """
 from __future__ import annotations
 
-from copy import deepcopy
 from typing import Sequence
 
-import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -32,6 +30,7 @@ from .data import LabeledImages
 from .detection import LayerwiseDetector
 from .features import iter_features
 from .plotting import histogram_figure, layerwise_curve_figure
+from .metrics import auroc, roc_points
 from .similarity import EPS
 
 TAU_MIN, TAU_MAX, TAU_STEP = 0.5, 4.0, 0.1
@@ -48,6 +47,8 @@ class LayerwiseExplorer:
     benign_test : benign evaluation images with their true labels.
     poisoned_test : the poisoned evaluation images (trigger applied).
     target : the attack's target class (the default class of the curves).
+    reference : the reference images the detector was fitted on (optional); needed by
+        :meth:`single_layer_table`, which refits the detector on one layer at a time.
     batch_size : inputs per forward pass while precomputing.
 
     Attributes (all NumPy, computed once in ``__init__``): ``classes`` (the detector's
@@ -66,6 +67,7 @@ class LayerwiseExplorer:
         poisoned_test: LabeledImages,
         target: int,
         batch_size: int = 256,
+        reference: LabeledImages | None = None,
     ) -> None:
         if not isinstance(detector, LayerwiseDetector):
             raise TypeError(f"detector: expected a LayerwiseDetector, got {type(detector).__name__}")
@@ -77,7 +79,9 @@ class LayerwiseExplorer:
                 raise TypeError(f"{name}: expected LabeledImages, got {type(data).__name__}")
             if len(data) == 0:
                 raise ValueError(f"{name}: got no images")
-        self.model, self.detector = model, detector
+        if reference is not None and not isinstance(reference, LabeledImages):
+            raise TypeError(f"reference: expected LabeledImages or None, got {type(reference).__name__}")
+        self.model, self.detector, self.reference = model, detector, reference
         self.classes: list[int] = detector.classes_.tolist()
         self.target = self._check_class(target, "target")
         self.n_layers: int = detector.n_layers_
@@ -203,6 +207,57 @@ class LayerwiseExplorer:
         }, index=pd.RangeIndex(1, self.n_layers + 1, name="layer"))
         return table
 
+    def threshold(self, class_: int, tau: float) -> float:
+        """The score beyond which an input predicted as ``class_`` is flagged at ``tau`` (mu - tau sigma for cosine)."""
+        return self.detector.thresholds(self._check_tau(tau))[self._check_class(class_)]
+
+    def score_distribution(self, class_: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(benign [Nb], poisoned [Np])`` detector scores of the inputs predicted as ``class_`` (Fig. 6)."""
+        class_ = self._check_class(class_)
+        return (self.benign_scores[self.benign_predicted == class_],
+                self.poisoned_scores[self.poisoned_predicted == class_])
+
+    def roc(self) -> dict[str, np.ndarray | float]:
+        """ROC curve over all benign vs all poisoned inputs: ``fpr``, ``tpr`` (fractions), ``auroc``.
+
+        The score is the detector's :meth:`~LayerwiseDetector.suspicion` (standardised per predicted
+        class), so the detector's operating point at any tau lies on this curve.
+        """
+        benign = self.detector.suspicion(self.benign_scores, self.benign_predicted)
+        poisoned = self.detector.suspicion(self.poisoned_scores, self.poisoned_predicted)
+        fpr, tpr = roc_points(benign, poisoned)
+        return {"fpr": fpr, "tpr": tpr, "auroc": auroc(benign, poisoned)}
+
+    def single_layer_table(self, tau: float | None = None) -> pd.DataFrame:
+        """TPR and FPR (%) when the detector scores on one layer only, per layer, and with the LOI rule (Table 6).
+
+        Each single-layer detector is ``LayerwiseDetector(score_layers=[l])`` refitted on the reference
+        images (same centroids, its own mu and sigma); its score of an input is the explorer's
+        precomputed similarity to the predicted class's centroid at layer ``l``. Index: ``1..L`` and ``"LOI rule"``.
+        """
+        if self.detector.metric != "cosine":
+            raise ValueError(f"single_layer_table: defined for the cosine detector, this one uses {self.detector.metric!r}")
+        if self.reference is None:
+            raise ValueError("reference: this explorer was built without the reference images; pass reference=...")
+        tau = self.detector.tau if tau is None else self._check_tau(tau)
+        column_of = {c: i for i, c in enumerate(self.classes)}
+        rows = {}
+        for layer in range(1, self.n_layers + 1):
+            single = LayerwiseDetector(tau=tau, metric="cosine", layers=self.layer_names, score_layers=[layer],
+                                       batch_size=self.detector.batch_size).fit(self.model, self.reference)
+            rates = []
+            for similarity, predicted in ((self.poisoned_similarity, self.poisoned_predicted),
+                                          (self.benign_similarity, self.benign_predicted)):
+                known = np.isin(predicted, self.classes)
+                scores = np.full(len(predicted), np.nan)
+                scores[known] = similarity[np.flatnonzero(known), layer - 1,
+                                           [column_of[int(c)] for c in predicted[known]]]
+                rates.append(100 * float(single.flag_scores(scores, predicted, tau).mean()))
+            rows[layer] = rates
+        overall = self.rates(tau)
+        rows["LOI rule"] = [100 * overall["tpr"], 100 * overall["fpr"]]
+        return pd.DataFrame.from_dict(rows, orient="index", columns=["TPR %", "FPR %"]).rename_axis("layer")
+
     # ------------------------------------------------------------------ figures
     def curve_figure(self, class_: int, selected_layer: int | None = None) -> go.Figure:
         """Fig. 2 for ``class_``: mean ± std similarity per layer, LOI-2..LOI shaded, LOI circled, a layer marked."""
@@ -237,67 +292,6 @@ class LayerwiseExplorer:
                 f"({r['flagged_poisoned']}/{r['n_poisoned']} poisoned inputs flagged), "
                 f"FPR {100 * r['fpr']:.1f} % ({r['flagged_benign']}/{r['n_benign']} benign inputs flagged)")
 
-    # ------------------------------------------------------------------ app
-    def widget(self, class_: int | None = None, layer: int | None = None, tau: float = 2.5) -> "ExplorerApp":
-        """The ipywidgets app (a ``VBox``); defaults: the target class, its LOI, tau = 2.5."""
-        return ExplorerApp(self, class_, layer, tau)
 
 
-def show_figure(widget: go.FigureWidget, figure: go.Figure) -> None:
-    """Make ``widget`` show ``figure``: traces and layout updated in place, then its stored state resynced.
-
-    A ``FigureWidget``'s edits reach the live view as messages, but the widget's stored
-    state (``_widget_data``/``_widget_layout``, what a page reload or Voila renders) is
-    only written at construction and display; inside a ``VBox`` it would stay at the
-    constructor's figure, so it is copied again here. Writing it does not redraw the view.
-    """
-    same_traces = [t.type for t in widget.data] == [t.type for t in figure.data]
-    if same_traces:
-        with widget.batch_update():
-            widget.update(data=[t.to_plotly_json() for t in figure.data], layout=figure.layout.to_plotly_json(),
-                          overwrite=True)
-    else:
-        widget.data = []
-        widget.add_traces(list(figure.data))
-        widget.layout = figure.layout
-    widget._widget_data = deepcopy(widget._data)
-    widget._widget_layout = deepcopy(widget._layout_obj._props)
-
-
-class ExplorerApp(widgets.VBox):
-    """Controls (``class_control``, ``layer_control``, ``tau_control``), ``readout`` (HTML),
-    ``curve_figure`` and ``histogram_figure`` (``FigureWidget``s), wired to a :class:`LayerwiseExplorer`."""
-
-    def __init__(self, explorer: LayerwiseExplorer, class_: int | None = None, layer: int | None = None,
-                 tau: float = 2.5) -> None:
-        class_ = explorer.target if class_ is None else explorer._check_class(class_)
-        layer = explorer.detector.loi_[class_] if layer is None else explorer._check_layer(layer)
-        tau = explorer._check_tau(tau)
-        if not TAU_MIN <= tau <= TAU_MAX:
-            raise ValueError(f"tau: expected a value in {TAU_MIN}..{TAU_MAX} (the slider's range), got {tau}")
-        self.explorer = explorer
-        options = [(f"{c} (attack target)" if c == explorer.target else str(c), c) for c in explorer.classes]
-        self.class_control = widgets.Dropdown(options=options, value=class_, description="class")
-        self.layer_control = widgets.IntSlider(value=layer, min=1, max=explorer.n_layers, step=1, description="layer",
-                                               continuous_update=False)
-        self.tau_control = widgets.FloatSlider(value=tau, min=TAU_MIN, max=TAU_MAX, step=TAU_STEP, description="τ",
-                                               readout_format=".1f")
-        self.readout = widgets.HTML(value=explorer.readout(tau))
-        self.curve_figure = go.FigureWidget(explorer.curve_figure(class_, layer))
-        self.histogram_figure = go.FigureWidget(explorer.histogram_figure(layer, class_))
-        self.class_control.observe(self._on_view_change, names="value")
-        self.layer_control.observe(self._on_view_change, names="value")
-        self.tau_control.observe(self._on_tau_change, names="value")
-        controls = widgets.HBox([self.class_control, self.layer_control, self.tau_control])
-        super().__init__(children=[controls, self.readout, self.curve_figure, self.histogram_figure])
-
-    def _on_view_change(self, _change: dict) -> None:
-        class_, layer = self.class_control.value, self.layer_control.value
-        show_figure(self.curve_figure, self.explorer.curve_figure(class_, layer))
-        show_figure(self.histogram_figure, self.explorer.histogram_figure(layer, class_))
-
-    def _on_tau_change(self, change: dict) -> None:
-        self.readout.value = self.explorer.readout(round(float(change["new"]), 6))
-
-
-__all__ = ["LayerwiseExplorer", "ExplorerApp", "show_figure"]
+__all__ = ["LayerwiseExplorer"]

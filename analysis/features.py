@@ -41,13 +41,20 @@ def paper_layers(model: nn.Module) -> list[str]:
     return list(layers)
 
 
+class LayerNotRunError(RuntimeError):
+    """A named layer did not run, or ran more than once, in one forward pass of the model."""
+
+
 @contextmanager
 def capture(model: nn.Module, names: Sequence[str], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of the named modules during forward passes inside the ``with`` block.
+    """Record the outputs of the named modules during forward passes of ``model`` inside the ``with`` block.
 
-    Yields a dict ``{name: output flattened to [B, D]}``, overwritten by every forward pass.
-    ``detach=False`` keeps the outputs in the autograd graph (for losses on features).
-    All hooks are removed on exit, whether or not the block raised.
+    Yields a dict ``{name: output flattened to [B, D]}``. It is emptied when each forward pass of
+    ``model`` starts, so it never holds a previous batch's output, and checked when the pass ends:
+    a named module that did not run raises :class:`LayerNotRunError` (as Captum does), and so does
+    one that ran twice in one pass (e.g. torchvision ResNet's ``layer1.0.relu``, applied twice in a
+    block): its output would be ambiguous. ``detach=False`` keeps the outputs in the autograd graph
+    (for losses on features). All hooks are removed on exit, whether or not the block raised.
     """
     modules = resolve_layers(model, names)
     outputs: dict[str, torch.Tensor] = {}
@@ -57,13 +64,28 @@ def capture(model: nn.Module, names: Sequence[str], detach: bool = True) -> Iter
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a tensor; pick another module")
+            if name in outputs:
+                raise LayerNotRunError(
+                    f"layer {name!r} ran more than once in one forward pass, so its output is ambiguous; name a "
+                    f"module that runs once (module paths, not torch.fx node names such as 'layer1.0.add')")
             outputs[name] = (output.detach() if detach else output).flatten(1)
 
         return hook
 
+    def start_pass(_model: nn.Module, _inputs: tuple) -> None:
+        outputs.clear()
+
+    def end_pass(_model: nn.Module, _inputs: tuple, _output) -> None:
+        missing = [name for name in names if name not in outputs]
+        if missing:
+            raise LayerNotRunError(f"layer(s) {missing} did not run in the forward pass of {type(model).__name__}; "
+                                   f"name modules that its forward() calls")
+
     try:
+        handles.append(model.register_forward_pre_hook(start_pass))
         for name, module in zip(names, modules):
             handles.append(module.register_forward_hook(make_hook(name)))
+        handles.append(model.register_forward_hook(end_pass))
         yield outputs
     finally:
         for handle in handles:

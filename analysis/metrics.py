@@ -47,3 +47,15 @@ def auroc(suspicion_benign, suspicion_poisoned) -> float:
         raise ValueError("suspicion scores: contain NaN or inf")
     truth = np.concatenate([np.zeros(len(benign)), np.ones(len(poisoned))])
     return float(roc_auc_score(truth, scores))
+
+
+def roc_points(suspicion_benign, suspicion_poisoned) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve of a suspicion score (higher = more suspicious): ``(FPR [K], TPR [K])`` as fractions."""
+    from sklearn.metrics import roc_curve
+
+    benign, poisoned = _flat(suspicion_benign, "suspicion_benign"), _flat(suspicion_poisoned, "suspicion_poisoned")
+    scores = np.concatenate([benign, poisoned]).astype(np.float64)
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("suspicion scores: contain NaN or inf")
+    fpr, tpr, _ = roc_curve(np.concatenate([np.zeros(len(benign)), np.ones(len(poisoned))]), scores)
+    return fpr, tpr

@@ -13,6 +13,11 @@ POISONED_COLOR = "#d62728"
 LOI_COLOR = "#1f77b4"
 
 
+def _cell(row: int | None, col: int | None) -> dict:
+    """``row``/``col`` keyword arguments for a subplot, or none for a plain figure."""
+    return {} if row is None else {"row": row, "col": col}
+
+
 def layerwise_curve_figure(
     benign: np.ndarray,
     poisoned: np.ndarray,
@@ -20,48 +25,71 @@ def layerwise_curve_figure(
     score_layers: Sequence[int] | None = None,
     title: str = "Layer-wise cosine similarity to the target class's benign centroids",
     selected_layer: int | None = None,
+    *,
+    fig: go.Figure | None = None,
+    row: int | None = None,
+    col: int | None = None,
+    benign_name: str = "benign (target class)",
 ) -> go.Figure:
     """Mean ± std per layer of ``[N, L]`` similarity matrices (Fig. 2): benign target-class vs poisoned.
 
-    The layers scored (LOI-2..LOI by default) are shaded and the LOI circled.
+    The layers scored (LOI-2..LOI by default) are shaded and the LOI circled. With ``fig``, ``row``
+    and ``col`` the curves are drawn into that subplot of ``fig`` (``title`` becomes its axis title's
+    context and the figure's layout is left alone); otherwise a new figure is returned.
     """
+    standalone = fig is None
+    fig = go.Figure() if standalone else fig
+    cell = _cell(row, col)
     n_layers = benign.shape[1]
     layers = np.arange(1, n_layers + 1)
-    fig = go.Figure()
-    for name, values, color in (("benign (target class)", benign, BENIGN_COLOR), ("poisoned", poisoned, POISONED_COLOR)):
+    for name, values, color in ((benign_name, benign, BENIGN_COLOR), ("poisoned", poisoned, POISONED_COLOR)):
         if len(values) == 0:
             continue
         mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
         fig.add_trace(
             go.Scatter(x=layers, y=mean, mode="lines+markers", name=f"{name} (n={len(values)})",
-                       line=dict(color=color), error_y=dict(type="data", array=std, visible=True, thickness=1))
+                       line=dict(color=color), error_y=dict(type="data", array=std, visible=True, thickness=1)),
+            **cell,
         )
     scored = list(score_layers) if score_layers is not None else [loi - 2, loi - 1, loi]
     fig.add_vrect(x0=min(scored) - 0.4, x1=max(scored) + 0.4, fillcolor=LOI_COLOR, opacity=0.12, line_width=0,
-                  annotation_text="scored layers", annotation_position="top left")
+                  annotation_text="scored layers", annotation_position="top left", **cell)
     if len(benign):
         fig.add_trace(go.Scatter(x=[loi], y=[float(np.nanmean(benign[:, loi - 1]))], mode="markers", name=f"LOI = {loi}",
-                                 marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(color=LOI_COLOR, width=3))))
+                                 marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(color=LOI_COLOR, width=3))),
+                      **cell)
     if selected_layer is not None:
-        fig.add_vline(x=selected_layer, line_dash="dot", line_color="gray")
-    fig.update_layout(title=title, xaxis=dict(title="layer", tickmode="linear", dtick=1),
-                      yaxis=dict(title="cosine similarity"), template="plotly_white", legend=dict(x=0.01, y=0.01))
+        fig.add_vline(x=selected_layer, line_dash="dot", line_color="gray", **cell)
+    fig.update_xaxes(title_text="layer (1 = first block)", tickmode="linear", dtick=1, **cell)
+    fig.update_yaxes(title_text="cosine similarity", **cell)
+    if standalone:
+        fig.update_layout(title=title, template="plotly_white", legend=dict(x=0.01, y=0.01))
     return fig
 
 
 def histogram_figure(
-    benign: np.ndarray, poisoned: np.ndarray, title: str, x_title: str, threshold: float | None = None
+    benign: np.ndarray, poisoned: np.ndarray, title: str, x_title: str, threshold: float | None = None,
+    *, fig: go.Figure | None = None, row: int | None = None, col: int | None = None,
+    threshold_label: str = "threshold",
 ) -> go.Figure:
-    """Overlaid histograms of a per-input quantity for benign and poisoned inputs, with an optional threshold line."""
-    fig = go.Figure()
+    """Overlaid histograms of a per-input quantity for benign and poisoned inputs, with an optional threshold line.
+
+    With ``fig``, ``row`` and ``col`` they are drawn into that subplot (legend entries grouped per subplot).
+    """
+    standalone = fig is None
+    fig = go.Figure() if standalone else fig
+    cell = _cell(row, col)
+    group = f"hist{row}{col}"
     fig.add_trace(go.Histogram(x=benign, name=f"benign (n={len(benign)})", marker_color=BENIGN_COLOR, opacity=0.6,
-                               histnorm="probability"))
+                               histnorm="probability", legendgroup=group), **cell)
     fig.add_trace(go.Histogram(x=poisoned, name=f"poisoned (n={len(poisoned)})", marker_color=POISONED_COLOR,
-                               opacity=0.6, histnorm="probability"))
-    if threshold is not None:
-        fig.add_vline(x=threshold, line_dash="dash", line_color="black", annotation_text="threshold")
-    fig.update_layout(title=title, barmode="overlay", xaxis_title=x_title, yaxis_title="share of inputs",
-                      template="plotly_white")
+                               opacity=0.6, histnorm="probability", legendgroup=group), **cell)
+    if threshold is not None and np.isfinite(threshold):
+        fig.add_vline(x=threshold, line_dash="dash", line_color="black", annotation_text=threshold_label, **cell)
+    fig.update_xaxes(title_text=x_title, **cell)
+    fig.update_yaxes(title_text="share of inputs", **cell)
+    if standalone:
+        fig.update_layout(title=title, barmode="overlay", template="plotly_white")
     return fig
 
 

@@ -48,7 +48,7 @@ def zoo_entries(archs: tuple[str, ...] = ARCHITECTURES) -> list[ZooEntry]:
         for attack in ATTACKS:
             if attack == "adaptive":
                 for beta in ADAPTIVE_BETAS:
-                    entries.append(ZooEntry(f"digits-{arch}-adaptive-b{beta:g}", arch, attack, {"beta": beta}))
+                    entries.append(ZooEntry(adaptive_name("digits", arch, beta), arch, attack, {"beta": beta}))
             else:
                 entries.append(ZooEntry(f"digits-{arch}-{attack}", arch, attack,
                                         dataset_attack_settings("digits", attack)))
@@ -61,6 +61,11 @@ def zoo_entries(archs: tuple[str, ...] = ARCHITECTURES) -> list[ZooEntry]:
 def badnets_rate_name(dataset: str, arch: str, rate: float) -> str:
     """Checkpoint name of BadNets at poisoning ``rate`` (Table 4); the paper's 5% is the plain BadNets entry."""
     return f"{dataset}-{arch}-badnets" + ("" if rate == ATTACK_RATES["badnets"] else f"-r{rate:g}")
+
+
+def adaptive_name(dataset: str, arch: str, beta: float) -> str:
+    """Checkpoint name of the adaptive attack at penalty ``beta`` (Table 7)."""
+    return f"{dataset}-{arch}-adaptive-b{beta:g}"
 
 
 def select(entries: list[ZooEntry], only: list[str] | None) -> list[ZooEntry]:

@@ -4,12 +4,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from analysis.features import capture, extract_features, iter_features, paper_layers, resolve_layers
+from analysis.features import LayerNotRunError, capture, extract_features, iter_features, paper_layers, resolve_layers
 from analysis.models import MobileNetV2, ResNet18, build_model
 
 
 def _hook_count(model):
-    return sum(len(m._forward_hooks) for m in model.modules())
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
 def test_paper_layer_lists_match_appendix_d1():
@@ -36,7 +36,7 @@ def test_features_are_flattened_outputs_and_logits_match_the_model():
 def test_hooks_are_removed_after_use_and_after_errors():
     model = ResNet18(10, width=4)
     with capture(model, ["stem", "fc"]) as outputs:
-        assert _hook_count(model) == 2
+        assert _hook_count(model) == 4  # one per layer, and the model's own pre- and post-pass checks
         model(torch.rand(1, 3, 32, 32))
         assert set(outputs) == {"stem", "fc"}
     assert _hook_count(model) == 0
@@ -70,4 +70,39 @@ def test_training_mode_is_restored():
     model = build_model("resnet18", 10, 4).train()
     extract_features(model, torch.rand(2, 3, 32, 32), ["stem"])
     assert model.training
+    assert _hook_count(model) == 0
+
+
+class _Branchy(nn.Module):
+    """``skip`` runs only when ``use_skip``; ``act`` runs twice per pass (as ReLU in torchvision's blocks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.skip, self.act = nn.Linear(4, 4), nn.Linear(4, 4), nn.ReLU()
+        self.use_skip = True
+
+    def forward(self, x):
+        x = self.a(x)
+        if self.use_skip:
+            x = self.skip(x)
+        return self.act(self.act(x) - 0.1)
+
+
+def test_a_layer_that_does_not_run_raises_instead_of_returning_the_previous_batch():
+    model = _Branchy()
+    with capture(model, ["a", "skip"]) as outputs:
+        model(torch.rand(3, 4))
+        assert outputs["skip"].shape == (3, 4)
+        model.use_skip = False
+        with pytest.raises(LayerNotRunError, match=r"\['skip'\] did not run"):
+            model(torch.rand(5, 4))
+        assert "skip" not in outputs  # emptied when the pass started: never the 3-row batch from before
+    assert _hook_count(model) == 0
+
+
+def test_a_layer_that_runs_twice_in_one_pass_is_ambiguous():
+    model = _Branchy()
+    with pytest.raises(LayerNotRunError, match="'act' ran more than once"):
+        with capture(model, ["act"]):
+            model(torch.rand(2, 4))
     assert _hook_count(model) == 0

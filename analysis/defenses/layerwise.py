@@ -61,7 +61,4 @@ class LayerwiseDefense(Defense):
 
     def suspicion(self, detection: Detection) -> np.ndarray:
         """Per-class normalised suspicion ``[N]`` of a raw :class:`Detection` of ``detector_``."""
-        mu = np.array([self.detector_.mu_.get(int(t), np.nan) for t in detection.predicted])
-        sigma = np.array([self.detector_.sigma_.get(int(t), np.nan) for t in detection.predicted])
-        sign = -1.0 if self.detector_.metric == "cosine" else 1.0
-        return sign * (detection.scores - mu) / np.maximum(sigma, 1e-12)
+        return self.detector_.suspicion(detection.scores, detection.predicted)
