@@ -101,6 +101,9 @@ class LayerwiseDetector:
 
     Learned attributes: ``n_layers_``, ``classes_``, ``layer_names_`` (None after
     :meth:`fit_features`), ``centroids_`` (class -> list of L tensors [D_l]),
+    ``reference_labels_`` ``[N]``, ``reference_similarity_`` ``[N, L]`` (each reference sample's
+    cosine similarity to its own class's centroids), ``reference_distance_`` (the same in
+    Euclidean distance, or None for cosine),
     ``mean_similarity_`` (class -> [L]), ``loi_`` (class -> layer), ``score_layers_``
     (class -> tuple of layers), ``reference_scores_`` (class -> [m]), ``mu_``, ``sigma_``.
     """
@@ -216,6 +219,7 @@ class LayerwiseDetector:
             if not fixed or bad:
                 raise ValueError(f"score_layers: expected layers in 1..{n_layers}, got {list(self.score_layers)}")
         values = cos if dist is None else dist
+        self.reference_labels_, self.reference_similarity_, self.reference_distance_ = labels, cos, dist
         self.n_layers_ = n_layers
         self.classes_ = np.array(sorted(centroids), dtype=np.int64)
         self.centroids_ = centroids
@@ -235,6 +239,25 @@ class LayerwiseDetector:
                 self.mu_[t] = float(np.median(scores))
                 self.sigma_[t] = float(MAD_TO_STD * np.median(np.abs(scores - self.mu_[t])))
         return self
+
+    def with_score_layers(self, score_layers: Sequence[int] | None) -> "LayerwiseDetector":
+        """A new detector with these ``score_layers`` (None: the LOI rule), fitted on this one's reference samples.
+
+        Same settings, centroids and reference similarities, so the result equals
+        ``LayerwiseDetector(score_layers=..., <same settings>).fit(model, reference)`` without running the model
+        again (Table 6 scores every single layer this way).
+        """
+        self._check_fitted()
+        other = LayerwiseDetector(**{**self.get_params(), "score_layers": score_layers})
+        other._check_settings()
+        other.layer_names_ = self.layer_names_
+        return other._fit_from_similarities(self.centroids_, self.reference_labels_, self.reference_similarity_,
+                                            self.reference_distance_)
+
+    def get_params(self) -> dict:
+        """The constructor's settings (as scikit-learn's ``get_params``)."""
+        return {"tau": self.tau, "metric": self.metric, "layers": self.layers, "score_layers": self.score_layers,
+                "batch_size": self.batch_size, "unknown_class": self.unknown_class, "spread": self.spread}
 
     # ------------------------------------------------------------------ scoring
     def _score_block(self, feats: Sequence[ArrayLike | None], predicted: np.ndarray) -> np.ndarray:

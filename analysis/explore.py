@@ -47,8 +47,6 @@ class LayerwiseExplorer:
     benign_test : benign evaluation images with their true labels.
     poisoned_test : the poisoned evaluation images (trigger applied).
     target : the attack's target class (the default class of the curves).
-    reference : the reference images the detector was fitted on (optional); needed by
-        :meth:`single_layer_table`, which refits the detector on one layer at a time.
     batch_size : inputs per forward pass while precomputing.
 
     Attributes (all NumPy, computed once in ``__init__``): ``classes`` (the detector's
@@ -67,7 +65,6 @@ class LayerwiseExplorer:
         poisoned_test: LabeledImages,
         target: int,
         batch_size: int = 256,
-        reference: LabeledImages | None = None,
     ) -> None:
         if not isinstance(detector, LayerwiseDetector):
             raise TypeError(f"detector: expected a LayerwiseDetector, got {type(detector).__name__}")
@@ -79,9 +76,7 @@ class LayerwiseExplorer:
                 raise TypeError(f"{name}: expected LabeledImages, got {type(data).__name__}")
             if len(data) == 0:
                 raise ValueError(f"{name}: got no images")
-        if reference is not None and not isinstance(reference, LabeledImages):
-            raise TypeError(f"reference: expected LabeledImages or None, got {type(reference).__name__}")
-        self.model, self.detector, self.reference = model, detector, reference
+        self.model, self.detector = model, detector
         self.classes: list[int] = detector.classes_.tolist()
         self.target = self._check_class(target, "target")
         self.n_layers: int = detector.n_layers_
@@ -112,8 +107,27 @@ class LayerwiseExplorer:
                 batch[:, i, :] = (f64 @ centroids[i].T / norms.clamp_min(EPS)).numpy()
             similarity.append(batch)
             predicted.append(batch_predicted)
-            scores.append(self.detector.score_features(feats, batch_predicted))
+            if self.detector.metric == "cosine":  # the score is a sum of similarities just computed
+                scores.append(self._cosine_scores(batch, batch_predicted))
+            else:
+                scores.append(self.detector.score_features(feats, batch_predicted))
         return np.concatenate(similarity), np.concatenate(predicted), np.concatenate(scores)
+
+    def _cosine_scores(self, similarity: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """The cosine detector's scores ``[N]`` from similarities ``[N, L, C]``: summed over the predicted class's scored layers.
+
+        The same sum :meth:`LayerwiseDetector.score_features` computes (tested); NaN for a class
+        without reference samples, as there.
+        """
+        scores = np.full(len(predicted), np.nan)
+        for column, class_ in enumerate(self.classes):
+            rows = np.flatnonzero(predicted == class_)
+            layers = [layer - 1 for layer in self.detector.score_layers_[class_]]
+            scores[rows] = similarity[rows][:, layers, column].sum(1)
+        unknown = ~np.isin(predicted, self.classes)
+        if unknown.any() and self.detector.unknown_class == "raise":
+            self.detector.flag_scores(scores[unknown][:1], predicted[unknown][:1])  # raises the detector's message
+        return scores
 
     # ------------------------------------------------------------------ checks
     def _check_class(self, class_: int, name: str = "class_") -> int:
@@ -231,20 +245,17 @@ class LayerwiseExplorer:
     def single_layer_table(self, tau: float | None = None) -> pd.DataFrame:
         """TPR and FPR (%) when the detector scores on one layer only, per layer, and with the LOI rule (Table 6).
 
-        Each single-layer detector is ``LayerwiseDetector(score_layers=[l])`` refitted on the reference
-        images (same centroids, its own mu and sigma); its score of an input is the explorer's
+        Each single-layer detector is :meth:`LayerwiseDetector.with_score_layers` ``([l])`` (same reference
+        samples and centroids, its own mu and sigma); its score of an input is the explorer's
         precomputed similarity to the predicted class's centroid at layer ``l``. Index: ``1..L`` and ``"LOI rule"``.
         """
         if self.detector.metric != "cosine":
             raise ValueError(f"single_layer_table: defined for the cosine detector, this one uses {self.detector.metric!r}")
-        if self.reference is None:
-            raise ValueError("reference: this explorer was built without the reference images; pass reference=...")
         tau = self.detector.tau if tau is None else self._check_tau(tau)
         column_of = {c: i for i, c in enumerate(self.classes)}
         rows = {}
         for layer in range(1, self.n_layers + 1):
-            single = LayerwiseDetector(tau=tau, metric="cosine", layers=self.layer_names, score_layers=[layer],
-                                       batch_size=self.detector.batch_size).fit(self.model, self.reference)
+            single = self.detector.with_score_layers([layer])
             rates = []
             for similarity, predicted in ((self.poisoned_similarity, self.poisoned_predicted),
                                           (self.benign_similarity, self.benign_predicted)):

@@ -57,5 +57,6 @@ def roc_points(suspicion_benign, suspicion_poisoned) -> tuple[np.ndarray, np.nda
     scores = np.concatenate([benign, poisoned]).astype(np.float64)
     if not np.all(np.isfinite(scores)):
         raise ValueError("suspicion scores: contain NaN or inf")
-    fpr, tpr, _ = roc_curve(np.concatenate([np.zeros(len(benign)), np.ones(len(poisoned))]), scores)
+    truth = np.concatenate([np.zeros(len(benign)), np.ones(len(poisoned))])
+    fpr, tpr, _ = roc_curve(truth, scores, drop_intermediate=False)  # every threshold's point, none dropped
     return fpr, tpr

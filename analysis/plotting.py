@@ -70,7 +70,7 @@ def layerwise_curve_figure(
 def histogram_figure(
     benign: np.ndarray, poisoned: np.ndarray, title: str, x_title: str, threshold: float | None = None,
     *, fig: go.Figure | None = None, row: int | None = None, col: int | None = None,
-    threshold_label: str = "threshold",
+    threshold_label: str = "threshold", showlegend: bool = True,
 ) -> go.Figure:
     """Overlaid histograms of a per-input quantity for benign and poisoned inputs, with an optional threshold line.
 
@@ -81,9 +81,9 @@ def histogram_figure(
     cell = _cell(row, col)
     group = f"hist{row}{col}"
     fig.add_trace(go.Histogram(x=benign, name=f"benign (n={len(benign)})", marker_color=BENIGN_COLOR, opacity=0.6,
-                               histnorm="probability", legendgroup=group), **cell)
+                               histnorm="probability", legendgroup=group, showlegend=showlegend), **cell)
     fig.add_trace(go.Histogram(x=poisoned, name=f"poisoned (n={len(poisoned)})", marker_color=POISONED_COLOR,
-                               opacity=0.6, histnorm="probability", legendgroup=group), **cell)
+                               opacity=0.6, histnorm="probability", legendgroup=group, showlegend=showlegend), **cell)
     if threshold is not None and np.isfinite(threshold):
         fig.add_vline(x=threshold, line_dash="dash", line_color="black", annotation_text=threshold_label, **cell)
     fig.update_xaxes(title_text=x_title, **cell)

@@ -71,7 +71,7 @@ class Workbench:
             run = self.model(arch, attack, rate=rate, beta=beta)
             detector = LayerwiseDetector(tau=self.tau, metric=metric).fit(run.model, run.data.reference)
             self._explorers[key] = LayerwiseExplorer(run.model, detector, run.data.test, run.poisoned_test,
-                                                     target=run.attack.target, reference=run.data.reference)
+                                                     target=run.attack.target)
         return self._explorers[key]
 
 

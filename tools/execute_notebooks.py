@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import os
+
 import nbformat
 from nbclient import NotebookClient
 
@@ -24,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def execute(path: Path, timeout: int = 900) -> float:
     """Run ``path`` top to bottom, write it back without widget state; returns the seconds taken."""
+    os.environ["LAYERWISE_SNAPSHOT_PNG"] = "1"  # the kernel inherits it: snapshots become PNGs
     notebook = nbformat.read(path, as_version=4)
     started = time.perf_counter()
     NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},

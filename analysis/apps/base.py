@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import re
 from copy import deepcopy
 from typing import Any
@@ -139,20 +140,27 @@ def html_to_text(value: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<br\s*/?>", "\n", value)))
 
 
-class Snapshot:
-    """A static picture of a figure, shown as a PNG where plotly can render one, else as a static plotly figure.
+#: Set to ``1`` to render snapshots as PNG (``tools/execute_notebooks.py`` does, for committed outputs).
+PNG_ENV = "LAYERWISE_SNAPSHOT_PNG"
 
-    PNG rendering needs the optional ``kaleido`` package and a Chromium/Chrome on the machine
-    (``pip install -e ".[static]"``); committed notebooks carry the PNG so that GitHub and
-    nbviewer show the figure without a kernel. Without them the static plotly figure is shown
-    (JupyterLab renders it; nothing is fetched from the internet).
+
+class Snapshot:
+    """A static picture of a figure for a notebook's committed outputs.
+
+    Shown as a static plotly figure (JupyterLab renders it; nothing is fetched from the internet),
+    or as a PNG when the environment variable :data:`PNG_ENV` is ``1`` and plotly can render one:
+    that needs the optional ``kaleido`` package and a Chromium/Chrome on the machine
+    (``pip install -e ".[static]"``). ``tools/execute_notebooks.py`` sets it, so committed notebooks
+    carry PNGs that GitHub and nbviewer show without a kernel; test runs stay fast without it.
     """
 
     def __init__(self, figure: go.Figure) -> None:
         self.figure = figure
 
     def png(self) -> bytes | None:
-        """The figure as PNG bytes, or None when no renderer is available here."""
+        """The figure as PNG bytes, or None when PNGs are not asked for or no renderer is available."""
+        if os.environ.get(PNG_ENV) != "1":
+            return None
         try:
             return self.figure.to_image(format="png", scale=1)
         except Exception:  # kaleido or its browser missing: fall back to the plotly figure

@@ -6,6 +6,7 @@ Each app reads :class:`~analysis.explore.LayerwiseExplorer` objects from a
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -21,17 +22,12 @@ TAU_GRID = np.round(np.arange(0.0, TAU_MAX + TAU_STEP / 2, TAU_STEP), 6)
 
 
 def _layout(fig: go.Figure, height: int, title: str) -> go.Figure:
+    """The apps' common layout: fixed width, title, legend in one row below the lowest axis title."""
+    top, bottom = 90, 120
     fig.update_layout(title=title, template="plotly_white", width=FIGURE_WIDTH, height=height, barmode="overlay",
-                      margin=dict(t=90, b=60, l=60, r=20), legend=dict(orientation="h", y=-0.12))
+                      margin=dict(t=top, b=bottom, l=60, r=20),
+                      legend=dict(orientation="h", yanchor="top", x=0, y=-70 / (height - top - bottom)))
     return fig
-
-
-def rates_text(explorer: LayerwiseExplorer, tau: float) -> str:
-    """One HTML line: TPR and FPR at ``tau`` with their counts."""
-    r = explorer.rates(tau)
-    return (f"<b>&tau; = {r['tau']:.1f}</b>: TPR {percent(r['tpr'])} ({r['flagged_poisoned']}/{r['n_poisoned']} "
-            f"poisoned inputs flagged), FPR {percent(r['fpr'])} ({r['flagged_benign']}/{r['n_benign']} benign "
-            f"inputs flagged)")
 
 
 def model_text(explorer: LayerwiseExplorer) -> str:
@@ -66,6 +62,8 @@ class ExplorerApp(_ModelApp):
     """
 
     def __init__(self, workbench: Workbench, arch: str = "resnet18", attack: str = "badnets", tau: float = 2.5) -> None:
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not TAU_MIN <= tau <= TAU_MAX:
+            raise ValueError(f"tau: expected a value in {TAU_MIN}..{TAU_MAX}, got {tau!r}")
         self.workbench = workbench
         explorer = workbench.explorer(arch, attack)
         target = explorer.target
@@ -89,7 +87,7 @@ class ExplorerApp(_ModelApp):
         layer = min(layer, explorer.n_layers)
         role = " (the attack's target)" if class_ == explorer.target else ""
         fig = make_subplots(rows=2, cols=2, specs=[[{"colspan": 2}, None], [{}, {}]], vertical_spacing=0.16,
-                            subplot_titles=(f"cosine similarity to class {class_}{role}'s benign centroids",
+                            subplot_titles=(f"cosine similarity to the benign centroids of class {class_}{role}",
                                             f"layer {layer} ({explorer.layer_names[layer - 1]})",
                                             f"detector score (summed over layers {list(explorer.detector.score_layers_[class_])})"))
         benign, poisoned = explorer.curves(class_)
@@ -100,9 +98,9 @@ class ExplorerApp(_ModelApp):
         scores_benign, scores_poisoned = explorer.score_distribution(class_)
         histogram_figure(scores_benign, scores_poisoned, "", "summed similarity",
                          threshold=explorer.threshold(class_, tau), threshold_label=f"μ − {tau:.1f}σ",
-                         fig=fig, row=2, col=2)
+                         fig=fig, row=2, col=2, showlegend=False)
         _layout(fig, 760, f"{arch} + {attack}: inputs the model classifies as class {class_}")
-        return fig, f"{model_text(explorer)}<br>{rates_text(explorer, tau)}"
+        return fig, f"{model_text(explorer)}<br>{explorer.readout(tau)}"
 
 
 class ThresholdApp(_ModelApp):
@@ -136,7 +134,7 @@ class ThresholdApp(_ModelApp):
         fig.update_xaxes(title_text="FPR %", range=[-2, 102], row=1, col=2)
         fig.update_yaxes(title_text="TPR %", range=[-2, 102], row=1, col=2)
         _layout(fig, 460, f"{arch} + {attack}, {metric} detector")
-        return fig, f"{model_text(explorer)}<br>{rates_text(explorer, tau)}; AUROC {percent(roc['auroc'])}"
+        return fig, f"{model_text(explorer)}<br>{explorer.readout(tau)}; AUROC {percent(roc['auroc'])}"
 
 
 class ScoreApp(_ModelApp):
@@ -156,8 +154,18 @@ class ScoreApp(_ModelApp):
         _layout(fig, 440, f"{arch} + {attack}: scores of inputs classified as the target class {target}")
         below_b, below_p = int(np.sum(benign < threshold)), int(np.sum(poisoned < threshold))
         text = (f"threshold μ − τσ = {threshold:.3f}: {below_p}/{len(poisoned)} poisoned and {below_b}/{len(benign)} "
-                f"benign inputs classified as {target} fall below it<br>{rates_text(explorer, tau)}")
+                f"benign inputs classified as {target} fall below it<br>{explorer.readout(tau)}")
         return fig, text
+
+
+def variant_table(explorers: dict) -> pd.DataFrame:
+    """MA, ASR, TPR and FPR (%, at each detector's tau) and the target's LOI per model variant (index: the dict's keys, sorted)."""
+    rows = {}
+    for key in sorted(explorers):
+        s = explorers[key].summary()
+        rows[key] = {"MA %": 100 * s["ma"], "ASR %": 100 * s["asr"], "TPR %": 100 * s["tpr"], "FPR %": 100 * s["fpr"],
+                     "LOI": s["loi"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _variant_figure(explorers: dict, selected, label: str, title: str) -> go.Figure:
@@ -170,10 +178,10 @@ def _variant_figure(explorers: dict, selected, label: str, title: str) -> go.Fig
     layerwise_curve_figure(benign, poisoned, explorer.detector.loi_[target], explorer.detector.score_layers_[target],
                            fig=fig, row=1, col=1)
     keys = sorted(explorers)
-    summaries = [explorers[k].summary() for k in keys]
-    for metric, color in (("ma", "gray"), ("asr", "orange"), ("tpr", POISONED_COLOR), ("fpr", BENIGN_COLOR)):
-        fig.add_trace(go.Scatter(x=[f"{k:g}" for k in keys], y=[100 * s[metric] for s in summaries],
-                                 mode="lines+markers", name=metric.upper(), line=dict(color=color)), 1, 2)
+    table = variant_table(explorers)
+    for metric, color in (("MA", "gray"), ("ASR", "orange"), ("TPR", POISONED_COLOR), ("FPR", BENIGN_COLOR)):
+        fig.add_trace(go.Scatter(x=[f"{k:g}" for k in keys], y=table[f"{metric} %"], mode="lines+markers",
+                                 name=metric, line=dict(color=color)), 1, 2)
     fig.add_vline(x=keys.index(selected), line_dash="dot", line_color="black", row=1, col=2)
     fig.update_xaxes(title_text=label, type="category", row=1, col=2)
     fig.update_yaxes(title_text="%", range=[-2, 102], row=1, col=2)
@@ -192,13 +200,18 @@ class RateApp(App):
                                                         description="poisoning rate")})
 
     def explorers(self) -> dict[float, LayerwiseExplorer]:
+        """One explorer per poisoning rate (fraction), BadNets on ``arch``."""
         return {rate: self.workbench.explorer(self.arch, "badnets", rate=rate) for rate in sorted(TABLE4_RATES)}
+
+    def table(self) -> pd.DataFrame:
+        """:func:`variant_table` over the rates (index: rate in %)."""
+        return variant_table({100 * r: e for r, e in self.explorers().items()}).rename_axis("rate %")
 
     def draw(self, rate: float) -> tuple[go.Figure, str]:
         explorers = {100 * r: e for r, e in self.explorers().items()}
         fig = _variant_figure(explorers, 100 * rate, "rate %", f"{self.arch} + BadNets at several poisoning rates")
         explorer = explorers[100 * rate]
-        return fig, f"rate {100 * rate:g} %: {model_text(explorer)}<br>{rates_text(explorer, explorer.detector.tau)}"
+        return fig, f"rate {100 * rate:g} %: {model_text(explorer)}<br>{explorer.readout(explorer.detector.tau)}"
 
 
 class AdaptiveApp(App):
@@ -212,11 +225,20 @@ class AdaptiveApp(App):
                           "beta": widgets.ToggleButtons(options=[(f"{b:g}", b) for b in ADAPTIVE_BETAS], value=beta,
                                                         description="β")})
 
+    def explorers(self, arch: str | None = None) -> dict[float, LayerwiseExplorer]:
+        """One explorer per shipped beta on ``arch`` (default: the selected architecture)."""
+        arch = arch or self.controls["arch"].value
+        return {b: self.workbench.explorer(arch, "adaptive", beta=b) for b in ADAPTIVE_BETAS}
+
+    def table(self, arch: str | None = None) -> pd.DataFrame:
+        """:func:`variant_table` over beta (index: beta)."""
+        return variant_table(self.explorers(arch)).rename_axis("beta")
+
     def draw(self, arch: str, beta: float) -> tuple[go.Figure, str]:
-        explorers = {b: self.workbench.explorer(arch, "adaptive", beta=b) for b in ADAPTIVE_BETAS}
+        explorers = self.explorers(arch)
         fig = _variant_figure(explorers, beta, "β", f"{arch}: adaptive attack against the layer-wise detector")
         explorer = explorers[beta]
-        return fig, f"β = {beta:g}: {model_text(explorer)}<br>{rates_text(explorer, explorer.detector.tau)}"
+        return fig, f"β = {beta:g}: {model_text(explorer)}<br>{explorer.readout(explorer.detector.tau)}"
 
 
 class SingleLayerApp(_ModelApp):
@@ -246,4 +268,4 @@ class SingleLayerApp(_ModelApp):
 
 
 __all__ = ["AdaptiveApp", "ExplorerApp", "RateApp", "ScoreApp", "SingleLayerApp", "TAU_GRID", "ThresholdApp",
-           "model_text", "rates_text"]
+           "model_text", "variant_table"]
