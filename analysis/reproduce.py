@@ -32,6 +32,7 @@ PROFILE_BUDGETS: dict[str, dict[str, int | None]] = {
     "paper": {"max_eval": None, "defense_samples": None},
 }
 TITLES = {
+    "fig1": "Fig. 1: PCA of latent vs LOI features of benign and poisoned inputs (BadNets, Blended)",
     "table3": "Table 3: attack performance (MA, ASR) and training time",
     "tables12": "Tables 1/2 and Figs. 9/10: TPR and FPR of every detector, mean ± std over runs",
     "table4": "Table 4: poisoning rates (BadNets)",

@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 from ..explore import TAU_MAX, TAU_MIN, TAU_STEP
 from ..plotting import histogram_figure, layerwise_curve_figure
 from ..workbench import Workbench
-from .base import App, slider
+from .base import slider
 from .layerwise import _layout, _ModelApp, model_text
 
 

@@ -83,24 +83,38 @@ class ExplorerApp(_ModelApp):
             self.controls["layer"].value = self.explorer().detector.loi_[self.controls["class_"].value]
 
     def draw(self, arch: str, attack: str, class_: int, layer: int, tau: float) -> tuple[go.Figure, str]:
-        explorer = self.workbench.explorer(arch, attack)
-        layer = min(layer, explorer.n_layers)
-        role = " (the attack's target)" if class_ == explorer.target else ""
-        fig = make_subplots(rows=2, cols=2, specs=[[{"colspan": 2}, None], [{}, {}]], vertical_spacing=0.16,
-                            subplot_titles=(f"cosine similarity to the benign centroids of class {class_}{role}",
-                                            f"layer {layer} ({explorer.layer_names[layer - 1]})",
-                                            f"detector score (summed over layers {list(explorer.detector.score_layers_[class_])})"))
-        benign, poisoned = explorer.curves(class_)
-        layerwise_curve_figure(benign, poisoned, explorer.detector.loi_[class_], explorer.detector.score_layers_[class_],
-                               selected_layer=layer, fig=fig, row=1, col=1, benign_name=f"benign, predicted {class_}")
-        on_benign, on_poisoned = explorer.histogram_data(layer, class_)
-        histogram_figure(on_benign, on_poisoned, "", "cosine similarity", fig=fig, row=2, col=1)
-        scores_benign, scores_poisoned = explorer.score_distribution(class_)
-        histogram_figure(scores_benign, scores_poisoned, "", "summed similarity",
-                         threshold=explorer.threshold(class_, tau), threshold_label=f"μ − {tau:.1f}σ",
-                         fig=fig, row=2, col=2, showlegend=False)
-        _layout(fig, 760, f"{arch} + {attack}: inputs the model classifies as class {class_}")
-        return fig, f"{model_text(explorer)}<br>{explorer.readout(tau)}"
+        return explorer_figure(self.workbench.explorer(arch, attack), class_, layer, tau, f"{arch} + {attack}")
+
+
+def explorer_figure(explorer: LayerwiseExplorer, class_: int, layer: int, tau: float, label: str,
+                    module_ticks: bool = False) -> tuple[go.Figure, str]:
+    """The figure and readout of :class:`ExplorerApp` for any explorer (also used for a model of one's own).
+
+    Panels: the layer-wise curves of the inputs classified as ``class_`` (LOI-2..LOI shaded, LOI circled,
+    ``layer`` dotted), the similarity histograms at ``layer``, the score histogram with mu - tau sigma.
+    ``module_ticks`` labels the curves' layers with their module paths too.
+    """
+    detector = explorer.detector
+    layer = min(layer, explorer.n_layers)
+    role = " (the attack's target)" if class_ == explorer.target else ""
+    fig = make_subplots(rows=2, cols=2, specs=[[{"colspan": 2}, None], [{}, {}]], vertical_spacing=0.16,
+                        subplot_titles=(f"cosine similarity to the benign centroids of class {class_}{role}",
+                                        f"layer {layer} ({explorer.layer_names[layer - 1]})",
+                                        f"detector score (summed over layers {list(detector.score_layers_[class_])})"))
+    benign, poisoned = explorer.curves(class_)
+    layerwise_curve_figure(benign, poisoned, detector.loi_[class_], detector.score_layers_[class_],
+                           selected_layer=layer, fig=fig, row=1, col=1, benign_name=f"benign, predicted {class_}")
+    if module_ticks:
+        fig.update_xaxes(ticktext=[f"{i}<br>{n}" for i, n in enumerate(explorer.layer_names, start=1)],
+                         tickvals=list(range(1, explorer.n_layers + 1)), tickmode="array", row=1, col=1)
+    on_benign, on_poisoned = explorer.histogram_data(layer, class_)
+    histogram_figure(on_benign, on_poisoned, "", "cosine similarity", fig=fig, row=2, col=1)
+    scores_benign, scores_poisoned = explorer.score_distribution(class_)
+    histogram_figure(scores_benign, scores_poisoned, "", "summed similarity",
+                     threshold=explorer.threshold(class_, tau), threshold_label=f"μ − {tau:.1f}σ",
+                     fig=fig, row=2, col=2, showlegend=False)
+    _layout(fig, 780, f"{label}: inputs the model classifies as class {class_}")
+    return fig, f"{model_text(explorer)}<br>{explorer.readout(tau)}"
 
 
 class ThresholdApp(_ModelApp):
@@ -267,5 +281,5 @@ class SingleLayerApp(_ModelApp):
         return fig, text
 
 
-__all__ = ["AdaptiveApp", "ExplorerApp", "RateApp", "ScoreApp", "SingleLayerApp", "TAU_GRID", "ThresholdApp",
+__all__ = ["AdaptiveApp", "ExplorerApp", "explorer_figure", "RateApp", "ScoreApp", "SingleLayerApp", "TAU_GRID", "ThresholdApp",
            "model_text", "variant_table"]
