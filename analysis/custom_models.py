@@ -150,8 +150,9 @@ def train_badnets(model: nn.Module, data: DatasetSplits, attack: Attack | None =
     """Poison ``data.train`` with ``attack`` (default: the paper's BadNets) and train ``model`` on it, in place.
 
     Deterministic: the attack picks its images with its own seed, and every random number generator
-    is seeded from ``config.seed`` before the weights are reset. Two calls with the same arguments
-    give the same weights on the same machine (CPU; summation order fixed by ``threads``).
+    is seeded from ``config.seed`` before the weights are reset. Two calls with the same arguments in
+    one process give the same weights (CPU; summation order fixed by ``threads``); another CPU or
+    PyTorch build may round differently and train a slightly different model.
 
     Parameters
     ----------

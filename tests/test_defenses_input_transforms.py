@@ -172,3 +172,18 @@ def test_fine_pruning_default_layer_is_the_last_convolutional_feature_map():
     assert default_layer(BackdooredConv()) == "conv"
     with pytest.raises(ValueError, match="last_conv_layer"):
         default_layer(torch.nn.Linear(2, 2))
+
+
+def test_doubt_is_one_minus_the_probability_and_keeps_confident_inputs_apart():
+    from analysis.defenses.base import doubt, softmax64
+
+    # Logits (0, ln 3): p = (1/4, 3/4), so the doubt in class 1 is 1/4 and in class 0 is 3/4.
+    logits = torch.tensor([[0.0, float(np.log(3.0))], [0.0, float(np.log(3.0))]])
+    np.testing.assert_allclose(doubt(logits, torch.tensor([1, 0])), [0.25, 0.75])
+    # Margins of 30 and 32 nats: float32 rounds both probabilities to exactly 1 (a tie at doubt 0);
+    # in float64 the doubts are 1 - 1/(1 + e^-m) = e^-m / (1 + e^-m), ordered by the margin m.
+    confident = torch.tensor([[30.0, 0.0], [32.0, 0.0]])
+    assert (1 - confident.softmax(1)[:, 0]).tolist() == [0.0, 0.0]
+    tail = np.exp([-30.0, -32.0])
+    np.testing.assert_allclose(doubt(confident, torch.tensor([0, 0])), tail / (1 + tail), rtol=1e-12)
+    assert softmax64(confident).dtype == torch.float64

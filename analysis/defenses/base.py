@@ -153,6 +153,31 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
     return torch.special.entr(probs).sum(1)
 
 
+def softmax64(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax of ``logits`` ``[B, K]`` in float64 (on the CPU).
+
+    In float32 a confident prediction's probability rounds to exactly 1.0 (its doubt and entropy to
+    exactly 0), so many inputs tie and a suspicion score's ranking, hence its AUROC, depends on the
+    last bit of the logits, which differs between CPUs. In float64 those inputs stay ordered by
+    their logit margins.
+    """
+    return logits.detach().double().cpu().softmax(1)
+
+
+def doubt(logits: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
+    """``1 - p(class | x)`` per row, float64 ``[B]``: how far the model is from predicting ``classes`` ``[B]``.
+
+    With ``S = sum_{j != c} exp(z_j - z_c)`` (logits ``z``, class ``c``) the doubt is ``S / (1 + S)``,
+    computed as ``sigmoid(log S)`` in float64: exact where float32 gives exactly 0 for confident
+    predictions (a margin of 30 gives ``e^-30 / (1 + e^-30)``, see :func:`softmax64`), and never
+    overflows.
+    """
+    logits = logits.detach().double().cpu()
+    index = classes.detach().cpu().long()[:, None]
+    margins = (logits - logits.gather(1, index)).scatter(1, index, float("-inf"))
+    return torch.sigmoid(torch.logsumexp(margins, 1)).numpy()
+
+
 def features_of(
     model: nn.Module, images: torch.Tensor, layers: Sequence[str], batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ from ..data import LabeledImages
 from ..devices import model_device
 from ..features import resolve_layers
 from ..training import TrainConfig, train as train_model
-from .base import Defense, as_images, check_int, check_labeled, check_number, evaluating
+from .base import Defense, as_images, check_int, check_labeled, check_number, doubt, evaluating
 
 
 def default_layer(model: nn.Module) -> str:
@@ -165,7 +165,7 @@ class FinePruning(Defense):
             for start in range(0, len(images), self.batch_size):
                 block = images[start : start + self.batch_size]
                 plain = model(block.to(device)).argmax(1).cpu()
-                probs = self.repaired_model_(block.to(repaired_device)).float().softmax(1).cpu()
-                scores.append((1 - probs.gather(1, plain[:, None])[:, 0]).numpy())
-                flagged.append((probs.argmax(1) != plain).numpy())
+                logits = self.repaired_model_(block.to(repaired_device)).cpu()
+                scores.append(doubt(logits, plain))
+                flagged.append((logits.argmax(1) != plain).numpy())
         return np.concatenate(scores), np.concatenate(flagged)

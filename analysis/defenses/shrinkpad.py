@@ -7,7 +7,7 @@ pre-processing into a detector: an input is flagged when the model's prediction 
 transformed image differs from its prediction on the original.
 
 Score: ``1 - p(original class | transformed image)``, the softmax probability of the
-plain prediction after the transform (in [0, 1]).
+plain prediction after the transform (in [0, 1]; float64, see :func:`.base.doubt`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..devices import model_device
-from .base import Defense, check_int, check_number, evaluating
+from .base import Defense, check_int, check_number, doubt, evaluating
 
 
 def shrink_pad(images: torch.Tensor, shrink: float, generator: torch.Generator) -> torch.Tensor:
@@ -72,7 +72,7 @@ class ShrinkPad(Defense):
             for start in tqdm(range(0, len(images), self.batch_size), desc="shrinkpad", disable=not self.progress):
                 block = images[start : start + self.batch_size]
                 plain = model(block.to(device)).argmax(1)
-                probs = model(shrink_pad(block, self.shrink, generator).to(device)).float().softmax(1)
-                scores.append((1 - probs.gather(1, plain[:, None])[:, 0]).cpu().numpy())
-                flagged.append((probs.argmax(1) != plain).cpu().numpy())
+                logits = model(shrink_pad(block, self.shrink, generator).to(device))
+                scores.append(doubt(logits, plain))
+                flagged.append((logits.argmax(1) != plain).cpu().numpy())
         return np.concatenate(scores), np.concatenate(flagged)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..data import LabeledImages
 from ..devices import model_device
-from .base import Defense, as_images, check_int, check_labeled, check_number, entropy, evaluating
+from .base import Defense, as_images, check_int, check_labeled, check_number, entropy, evaluating, softmax64
 
 
 class STRIP(Defense):
@@ -94,7 +94,7 @@ class STRIP(Defense):
                 block = images[start : start + per_pass]
                 blends = self.alpha * block[:, None] + (1 - self.alpha) * self.pool_[partners[start : start + len(block)]]
                 blends = blends.flatten(0, 1)
-                ent = torch.cat([entropy(model(blends[s : s + self.batch_size].to(device)).float().softmax(1)).cpu()
+                ent = torch.cat([entropy(softmax64(model(blends[s : s + self.batch_size].to(device))))
                                  for s in range(0, len(blends), self.batch_size)])
                 out[start : start + len(block)] = ent.view(len(block), -1).double().mean(1).numpy()
         return out
