@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -109,18 +110,95 @@ def image_grid_figure(benign: np.ndarray, poisoned: np.ndarray, title: str = "be
     return fig
 
 
-def write_html_report(path: str | Path, title: str, summary: dict[str, object], figures: Sequence[go.Figure]) -> Path:
-    """One HTML file: a summary table and the figures (plotly.js embedded once, so it opens offline)."""
+def write_html_report(path: str | Path, title: str, summary: dict[str, object], figures: Sequence[go.Figure],
+                      *, paper: dict[str, object] | None = None, paper_name: str = "paper",
+                      captions: Sequence[str] | None = None, intro: str = "") -> Path:
+    """One HTML file that opens offline: a summary table and the figures, plotly.js embedded once.
+
+    Parameters
+    ----------
+    path : the file written (its folder is created).
+    title : the page's heading.
+    summary : our numbers, one table row per key.
+    figures : plotly figures, in order.
+    paper : the paper's number per key of ``summary``, shown in a column ``paper_name`` beside ours
+        (keys it lacks show "–").
+    captions : one paragraph (plain text) under each figure saying what it shows.
+    intro : one paragraph (plain text) under the heading.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
+    if captions is not None and len(captions) != len(figures):
+        raise ValueError(f"captions: expected one per figure ({len(figures)}), got {len(captions)}")
+    header = (f"<tr><th></th><th>ours</th><th>{html.escape(paper_name)}</th></tr>" if paper is not None else "")
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td>"
+        + (f"<td>{html.escape(str(paper.get(k, '–')))}</td>" if paper is not None else "") + "</tr>"
+        for k, v in summary.items())
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}th{text-align:left;padding-right:1em}</style>",
-        f"</head><body><h1>{html.escape(title)}</h1><table>{rows}</table>",
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}th,td{text-align:left;padding-right:1.5em}"
+        "p.caption{color:#333;margin:0 0 2em 0}</style>",
+        f"</head><body><h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(intro)}</p>" if intro else "",
+        f"<table>{header}{rows}</table>",
     ]
     for i, fig in enumerate(figures):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+        if captions is not None:
+            parts.append(f"<p class='caption'>{html.escape(captions[i])}</p>")
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+#: plotly.js as :func:`write_figure_html` writes it once per folder, beside the HTML files that load it.
+PLOTLY_JS = "plotly.min.js"
+#: A ``<script src=...>`` tag that loads plotly.js from outside the machine (plotly's ``include_plotlyjs="cdn"``).
+_REMOTE_PLOTLY = re.compile(r'<script[^>]*\ssrc="https?://[^"]*plotly[^"]*\.js"[^>]*>\s*</script>')
+
+
+def _write_plotly_js(folder: Path) -> Path:
+    """``folder/plotly.min.js`` from the installed plotly package (left alone when it exists)."""
+    from plotly.offline import get_plotlyjs
+
+    path = folder / PLOTLY_JS
+    if not path.exists():
+        path.write_text(get_plotlyjs(), encoding="utf-8")
+    return path
+
+
+def write_figure_html(figure: go.Figure, path: str | Path) -> Path:
+    """Write ``figure`` as a standalone HTML page that opens offline.
+
+    The page loads ``plotly.min.js`` from its own folder (written there once, from the installed
+    plotly package), so a folder of figures carries plotly.js once and no page fetches anything
+    from the internet or holds an absolute path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_plotly_js(path.parent)
+    figure.write_html(path, include_plotlyjs="directory", full_html=True)
+    return path
+
+
+def make_html_offline(folder: str | Path) -> list[Path]:
+    """Point every HTML page under ``folder`` that loads plotly.js from a CDN at a local ``plotly.min.js``.
+
+    For pages written before :func:`write_figure_html` existed (``include_plotlyjs="cdn"``): the
+    remote ``<script>`` tag is replaced by ``<script src="plotly.min.js">`` and plotly.js is written
+    once into each folder that needs it. The figures themselves are not touched. Returns the pages
+    rewritten.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"folder: expected a directory, got {str(folder)!r}")
+    rewritten = []
+    for page in sorted(folder.rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        local, count = _REMOTE_PLOTLY.subn(f'<script charset="utf-8" src="{PLOTLY_JS}"></script>', text)
+        if count:
+            _write_plotly_js(page.parent)
+            page.write_text(local, encoding="utf-8")
+            rewritten.append(page)
+    return rewritten

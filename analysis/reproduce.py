@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .data import DatasetSplits, load_dataset
 from .experiments import EXPERIMENTS, Study
+from .plotting import write_figure_html
 
 PROGRESS = "progress.json"
 # Tables 1/2 budgets per profile: inputs per set and run (None = all) and RS neighbours / STRIP blends per
@@ -133,7 +134,7 @@ def reproduce(
         table.to_csv(out / f"{name}.csv", index=False)
         (out / f"{name}.md").write_text(f"## {TITLES[name]}\n\n{markdown_table(table)}\n")
         for figure_name, figure in figures:
-            figure.write_html(out / f"{figure_name}.html", include_plotlyjs="cdn")
+            write_figure_html(figure, out / f"{figure_name}.html")
         state["done"][name] = {"seconds": round(time.perf_counter() - started, 1),
                                "figures": [f"{n}.html" for n, _ in figures]}
         (out / PROGRESS).write_text(json.dumps(state, indent=2))

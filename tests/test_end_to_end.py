@@ -1,4 +1,6 @@
 """From data to a detected backdoor on digits with a small training budget, through the public API and the CLI."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -69,3 +71,8 @@ def test_demo_command_with_a_checkpoint(tmp_path, small_run, digits):
     assert main(["demo", "--checkpoints", str(tmp_path), "--out", str(out), "--no-progress"]) == 0
     html = out.read_text()
     assert "Layer-wise cosine similarity" in html and "LOI" in html
+    # opens offline: plotly.js is inside the page, no script comes from outside
+    assert not re.search(r"<script[^>]*\ssrc=", html) and html.count("Plotly.newPlot") == 2
+    # the paper's BadNets numbers (CIFAR-10 ResNet-18: Table 3 MA/ASR, Table 1 TPR/FPR) beside ours, and captions
+    assert "paper (CIFAR-10, ResNet-18)" in html and "99.38" in html and "97.20" in html
+    assert html.count("class='caption'") == 2

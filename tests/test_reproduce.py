@@ -1,5 +1,6 @@
 """`reproduce` on a tiny budget: files written, paper numbers beside ours, interrupted runs resume."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,10 @@ def test_smoke_run_writes_tables_figures_and_report(tmp_path, tiny):
     fig5 = pd.read_csv(tmp_path / "fig5.csv")
     assert sorted(fig5.tau.unique()) == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
     assert (tmp_path / "fig5_threshold.html").is_file() and (tmp_path / "curves_resnet18_badnets.html").is_file()
+    page = (tmp_path / "fig5_threshold.html").read_text()
+    assert 'src="plotly.min.js"' in page and "http" not in "".join(re.findall(r"<script[^>]*>", page))
+    assert str(tmp_path) not in page  # no absolute local path: the folder can move
+    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000  # plotly.js, once, beside the pages
     text = report.read_text()
     assert "Table 3" in text and "| resnet18 | badnets |" in text
     assert (tmp_path / "models" / "manifest.json").is_file()  # trained models are cached for resumption
@@ -103,3 +108,19 @@ def test_profiles_set_the_tables12_budget(tmp_path, tiny):
 def test_markdown_table():
     frame = pd.DataFrame({"a": ["x"], "b": [1.23456], "c": [float("nan")]})
     assert rep.markdown_table(frame) == "| a | b | c |\n|---|---|---|\n| x | 1.23 |  |"
+
+
+def test_pages_written_with_a_cdn_link_are_made_to_open_offline(tmp_path):
+    from analysis.cli import main
+
+    cdn = '<html><head><script charset="utf-8" src="https://cdn.plot.ly/plotly-4.1.1.min.js"></script></head></html>'
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.html").write_text(cdn)
+    (tmp_path / "b.html").write_text("<html>no plotly here</html>")
+    assert main(["offline-html", str(tmp_path)]) == 0
+    assert (tmp_path / "sub" / "a.html").read_text() == cdn.replace("https://cdn.plot.ly/plotly-4.1.1.min.js",
+                                                                    "plotly.min.js")
+    assert (tmp_path / "sub" / "plotly.min.js").is_file() and not (tmp_path / "plotly.min.js").exists()
+    assert (tmp_path / "b.html").read_text() == "<html>no plotly here</html>"
+    with pytest.raises(NotADirectoryError, match="folder"):
+        main(["offline-html", str(tmp_path / "b.html")])
