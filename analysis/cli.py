@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis demo``, ``zoo list|build|verify``, ``reproduce`` and ``offline-html``."""
+"""Command line: ``python -m analysis demo``, ``zoo list|build|verify``, ``reproduce``, ``classroom`` and ``offline-html``."""
 from __future__ import annotations
 
 import argparse
@@ -214,10 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-progress", action="store_true")
     rep.set_defaults(func=_reproduce)
 
+    classroom = sub.add_parser("classroom", help="serve a notebook as a Voila app (no code, live widgets, offline)")
+    classroom.add_argument("notebook", nargs="?", default="notebooks/00_tour.ipynb")
+    classroom.add_argument("--port", type=int, default=8866)
+    classroom.add_argument("--ip", default="127.0.0.1", help="0.0.0.0 to serve a classroom's network")
+    classroom.add_argument("--cull-idle", type=int, default=600,
+                           help="seconds before an idle visitor's kernel is shut down (0 = never)")
+    classroom.set_defaults(func=_classroom)
+
     offline = sub.add_parser("offline-html", help="make HTML figures written with a CDN link open offline")
     offline.add_argument("folder", help="folder searched recursively for *.html (e.g. docs/results)")
     offline.set_defaults(func=_offline_html)
     return parser
+
+
+def _classroom(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .classroom import voila_command, voila_environment
+
+    command = voila_command(args.notebook, args.port, args.ip, args.cull_idle)
+    print(f"serving {args.notebook} at http://{args.ip}:{args.port}/ (Ctrl+C stops)", flush=True)
+    return subprocess.call(command, env=voila_environment())
 
 
 def _offline_html(args: argparse.Namespace) -> int:

@@ -60,12 +60,12 @@ def test_html_readouts_become_plain_text():
     assert html_to_text("<b>&tau; = 2.5</b>: a<br>b &lt; c") == "τ = 2.5: a\nb < c"
 
 
-def test_a_snapshot_is_a_static_plotly_figure_unless_png_is_asked_for(monkeypatch):
+def test_a_snapshot_shows_nothing_unless_png_is_asked_for(monkeypatch):
     monkeypatch.delenv(PNG_ENV, raising=False)
     snapshot = Counter().snapshot()
     assert isinstance(snapshot, Snapshot) and not isinstance(snapshot.figure, go.FigureWidget)
-    bundle = snapshot._repr_mimebundle_()
-    assert bundle["application/vnd.plotly.v1+json"]["data"][0]["y"] == [1]
+    assert snapshot.figure.data[0].y == (1,)  # a static copy of the app's figure
+    assert snapshot._repr_mimebundle_() == {}  # live session: the figure is right above; no second copy
 
 
 # ---------------------------------------------------------------------- Figs. 2/3/7/8

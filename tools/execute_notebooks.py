@@ -7,7 +7,7 @@ Each notebook runs in ``notebooks/`` (as under nbval and JupyterLab) with a fres
 state is not stored (``metadata.widgets`` removed): committed notebooks carry printed numbers and
 static snapshots, and widgets come alive when the notebook runs. Install the ``static`` extra
 (kaleido, and Chromium on the machine) first, so that snapshot cells hold PNG pictures that GitHub
-and nbviewer show; without it they hold static plotly figures.
+and nbviewer show; without it they are empty.
 """
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ reload or a Voila render shows the current figure.
 
 Tests and notebooks drive an app without a browser with :meth:`App.set` and read
 ``app.figure`` (its traces) and ``app.readout.value``. :meth:`App.snapshot` gives the current
-figure as a static plotly figure, kept in a notebook's committed outputs so that the notebook
-shows a picture where no kernel runs (GitHub, nbviewer).
+figure as a static PNG (when asked for), kept in a notebook's committed outputs so that the
+notebook shows a picture where no kernel runs (GitHub, nbviewer).
 """
 from __future__ import annotations
 
@@ -145,13 +145,15 @@ PNG_ENV = "LAYERWISE_SNAPSHOT_PNG"
 
 
 class Snapshot:
-    """A static picture of a figure for a notebook's committed outputs.
+    """A static PNG picture of a figure for a notebook's committed outputs.
 
-    Shown as a static plotly figure (JupyterLab renders it; nothing is fetched from the internet),
-    or as a PNG when the environment variable :data:`PNG_ENV` is ``1`` and plotly can render one:
+    Rendered when the environment variable :data:`PNG_ENV` is ``1`` and plotly can render a PNG:
     that needs the optional ``kaleido`` package and a Chromium/Chrome on the machine
     (``pip install -e ".[static]"``). ``tools/execute_notebooks.py`` sets it, so committed notebooks
-    carry PNGs that GitHub and nbviewer show without a kernel; test runs stay fast without it.
+    carry PNGs that GitHub and nbviewer show without a kernel. Otherwise (a live session in
+    JupyterLab or Voila, a test run) it displays nothing: the live figure is right above it. (A
+    static plotly figure as fallback raised a JavaScript error under Voila: "r.setData is not a
+    function".)
     """
 
     def __init__(self, figure: go.Figure) -> None:
@@ -163,14 +165,14 @@ class Snapshot:
             return None
         try:
             return self.figure.to_image(format="png", scale=1)
-        except Exception:  # kaleido or its browser missing: fall back to the plotly figure
+        except Exception:  # kaleido or its browser missing: no picture
             return None
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         png = self.png()
         if png is not None:
             return {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": "<figure snapshot>"}
-        return {"application/vnd.plotly.v1+json": json.loads(self.figure.to_json()), "text/plain": "<figure snapshot>"}
+        return {}
 
 
 def dropdown(options, value, description: str, width: str = "220px") -> widgets.Dropdown:
