@@ -242,7 +242,7 @@ def _offline_html(args: argparse.Namespace) -> int:
     from .plotting import make_html_offline
 
     pages = make_html_offline(args.folder)
-    print(f"{len(pages)} page(s) now load plotly.js from their own folder")
+    print(f"{len(pages)} page(s) now load plotly.js from {Path(args.folder) / 'plotly.min.js'}")
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -183,12 +184,12 @@ def write_figure_html(figure: go.Figure, path: str | Path) -> Path:
 
 
 def make_html_offline(folder: str | Path) -> list[Path]:
-    """Point every HTML page under ``folder`` that loads plotly.js from a CDN at a local ``plotly.min.js``.
+    """Point every HTML page under ``folder`` that loads plotly.js from a CDN at one local ``plotly.min.js``.
 
     For pages written before :func:`write_figure_html` existed (``include_plotlyjs="cdn"``): the
-    remote ``<script>`` tag is replaced by ``<script src="plotly.min.js">`` and plotly.js is written
-    once into each folder that needs it. The figures themselves are not touched. Returns the pages
-    rewritten.
+    remote ``<script>`` tag is replaced by one that loads ``folder/plotly.min.js`` by a relative path
+    (e.g. ``../plotly.min.js`` from a subfolder), and plotly.js is written there once, from the
+    installed plotly package. The figures themselves are not touched. Returns the pages rewritten.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -196,9 +197,10 @@ def make_html_offline(folder: str | Path) -> list[Path]:
     rewritten = []
     for page in sorted(folder.rglob("*.html")):
         text = page.read_text(encoding="utf-8")
-        local, count = _REMOTE_PLOTLY.subn(f'<script charset="utf-8" src="{PLOTLY_JS}"></script>', text)
+        source = Path(os.path.relpath(folder / PLOTLY_JS, page.parent)).as_posix()
+        local, count = _REMOTE_PLOTLY.subn(f'<script charset="utf-8" src="{source}"></script>', text)
         if count:
-            _write_plotly_js(page.parent)
+            _write_plotly_js(folder)
             page.write_text(local, encoding="utf-8")
             rewritten.append(page)
     return rewritten

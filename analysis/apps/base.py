@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import re
 from copy import deepcopy
@@ -173,6 +172,21 @@ class Snapshot:
         if png is not None:
             return {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": "<figure snapshot>"}
         return {}
+
+
+def check_model_choice(workbench, arch: str, attack: str | None = None):
+    """``workbench`` if it is a :class:`~analysis.workbench.Workbench`, ``arch`` one of the zoo's architectures and
+    ``attack`` (unless None) one of the workbench's attacks; else a ``TypeError``/``ValueError`` naming the argument."""
+    from ..models import ARCHITECTURES
+    from ..workbench import Workbench
+
+    if not isinstance(workbench, Workbench):
+        raise TypeError(f"workbench: expected a Workbench, got {type(workbench).__name__}")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch: expected one of {list(ARCHITECTURES)}, got {arch!r}")
+    if attack is not None and attack not in workbench.attacks:
+        raise ValueError(f"attack: expected one of {list(workbench.attacks)}, got {attack!r}")
+    return workbench
 
 
 def dropdown(options, value, description: str, width: str = "220px") -> widgets.Dropdown:

@@ -31,7 +31,7 @@ from ..metrics import attack_success_rate, false_positive_rate, true_positive_ra
 from ..models import ARCHITECTURES
 from ..plotting import BENIGN_COLOR, LOI_COLOR, POISONED_COLOR
 from ..workbench import Workbench
-from .base import FIGURE_WIDTH, App, dropdown, slider
+from .base import FIGURE_WIDTH, App, check_model_choice, dropdown, slider
 
 #: Where the committed results live: ``docs/results`` of this checkout.
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
@@ -52,12 +52,6 @@ def _layout(fig: go.Figure, height: int, title: str, legend_y: float = -0.2) -> 
     fig.update_layout(title=title, template="plotly_white", width=FIGURE_WIDTH, height=height,
                       margin=dict(t=100, b=60, l=60, r=20), legend=dict(orientation="h", y=legend_y))
     return fig
-
-
-def _check_workbench(workbench) -> Workbench:
-    if not isinstance(workbench, Workbench):
-        raise TypeError(f"workbench: expected a Workbench, got {type(workbench).__name__}")
-    return workbench
 
 
 def _check_int(value, name: str, low: int, high: int | None = None) -> int:
@@ -156,9 +150,7 @@ class DefenseApp(App):
     def __init__(self, workbench: Workbench, arch: str = "resnet18", attack: str = "badnets",
                  defense: str = "layerwise", *, defenses: tuple[str, ...] | None = None, max_eval: int = 40,
                  samples: int = 10, run: int = 0, heat: str = "TPR − FPR") -> None:
-        self.workbench = _check_workbench(workbench)
-        _check_choice(arch, "arch", ARCHITECTURES)
-        _check_choice(attack, "attack", workbench.attacks)
+        self.workbench = check_model_choice(workbench, arch, attack)
         known = available_defenses()
         self.defenses = known if defenses is None else tuple(defenses)
         if not self.defenses:
@@ -316,13 +308,12 @@ class StabilityApp(App):
 
     def __init__(self, workbench: Workbench, arch: str = "resnet18", runs: int = 3, tau: float = 2.5,
                  max_eval: int | None = 50, attacks: tuple[str, ...] | None = None) -> None:
-        self.workbench = _check_workbench(workbench)
+        self.workbench = check_model_choice(workbench, arch)
         self.attacks = tuple(workbench.attacks) if attacks is None else tuple(attacks)
         if not self.attacks:
             raise ValueError(f"attacks: expected at least one of {list(workbench.attacks)}, got {attacks!r}")
         for attack in self.attacks:
             _check_choice(attack, "attacks", workbench.attacks)
-        _check_choice(arch, "arch", ARCHITECTURES)
         _check_int(runs, "runs", 1, self.MAX_RUNS)
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 <= tau <= 4.0:
             raise ValueError(f"tau: expected a number in 0..4, got {tau!r}")
@@ -430,8 +421,7 @@ class RuntimeApp(App):
 
     def __init__(self, workbench: Workbench, arch: str = "resnet18", repeats: int = 1,
                  detectors: tuple[str, ...] = ("layerwise", "ac", "scan"), max_inputs: int | None = None) -> None:
-        self.workbench = _check_workbench(workbench)
-        _check_choice(arch, "arch", ARCHITECTURES)
+        self.workbench = check_model_choice(workbench, arch)
         _check_int(repeats, "repeats", 1, 5)
         if "layerwise" not in detectors:
             raise ValueError(f"detectors: expected a tuple including 'layerwise', got {detectors!r}")

@@ -29,7 +29,7 @@ from ..models import ARCHITECTURES
 from ..paper_results import ATTACKS as PAPER_ATTACKS
 from ..paper_results import TABLE3
 from ..workbench import Workbench
-from .base import FIGURE_WIDTH, App, dropdown, slider
+from .base import FIGURE_WIDTH, App, check_model_choice, dropdown, slider
 from .layerwise import explorer_figure
 
 #: Display names of the attacks (paper's spelling).
@@ -122,12 +122,7 @@ class AttackGalleryApp(App):
 
     def __init__(self, workbench: Workbench, arch: str = "resnet18", attack: str = "badnets", index: int = 0,
                  amplification: int = 10) -> None:
-        if not isinstance(workbench, Workbench):
-            raise TypeError(f"workbench: expected a Workbench, got {type(workbench).__name__}")
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"arch: expected one of {list(ARCHITECTURES)}, got {arch!r}")
-        if attack not in workbench.attacks:
-            raise ValueError(f"attack: expected one of {list(workbench.attacks)}, got {attack!r}")
+        check_model_choice(workbench, arch, attack)
         if isinstance(amplification, bool) or not isinstance(amplification, (int, np.integer)) \
                 or not 1 <= amplification <= 20:
             raise ValueError(f"amplification: expected an integer in 1..20, got {amplification!r}")

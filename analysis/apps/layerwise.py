@@ -15,7 +15,7 @@ from ..models import ARCHITECTURES
 from ..paper_results import ADAPTIVE_BETAS, TABLE4_RATES
 from ..plotting import BENIGN_COLOR, LOI_COLOR, POISONED_COLOR, histogram_figure, layerwise_curve_figure
 from ..workbench import Workbench
-from .base import FIGURE_WIDTH, App, dropdown, percent, slider
+from .base import FIGURE_WIDTH, App, check_model_choice, dropdown, percent, slider
 
 #: The thresholds of every TPR/FPR-over-tau curve: 0.0, 0.1, ..., 4.0.
 TAU_GRID = np.round(np.arange(0.0, TAU_MAX + TAU_STEP / 2, TAU_STEP), 6)
@@ -41,9 +41,7 @@ class _ModelApp(App):
     """An app whose first controls pick the architecture and the attack of a :class:`Workbench`."""
 
     def __init__(self, workbench: Workbench, arch: str, attack: str, extra: dict) -> None:
-        if not isinstance(workbench, Workbench):
-            raise TypeError(f"workbench: expected a Workbench, got {type(workbench).__name__}")
-        self.workbench = workbench
+        self.workbench = check_model_choice(workbench, arch, attack)
         controls = {"arch": dropdown(list(ARCHITECTURES), arch, "architecture"),
                     "attack": dropdown(list(workbench.attacks), attack, "attack")}
         super().__init__({**controls, **extra})

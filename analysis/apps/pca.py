@@ -20,7 +20,7 @@ from ..explore import LayerwiseExplorer
 from ..models import ARCHITECTURES
 from ..projection import FITS, Projection, Projector, add_projection, layer_label
 from ..workbench import Workbench
-from .base import FIGURE_WIDTH, App, dropdown, percent, slider
+from .base import FIGURE_WIDTH, App, check_model_choice, dropdown, percent, slider
 
 
 #: Where the committed results live: ``docs/results`` of this checkout.
@@ -80,12 +80,7 @@ class PCAApp(App):
                  fit: str = "reference") -> None:
         import ipywidgets as widgets
 
-        if not isinstance(workbench, Workbench):
-            raise TypeError(f"workbench: expected a Workbench, got {type(workbench).__name__}")
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"arch: expected one of {ARCHITECTURES}, got {arch!r}")
-        if attack not in workbench.attacks:
-            raise ValueError(f"attack: expected one of {workbench.attacks}, got {attack!r}")
+        check_model_choice(workbench, arch, attack)
         if fit not in FITS:
             raise ValueError(f"fit: expected one of {FITS}, got {fit!r}")
         self.workbench = workbench

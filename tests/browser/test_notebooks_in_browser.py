@@ -32,7 +32,7 @@ from .pages import APP, move_control, wait_for_figure
 #: back after the reload, so it is one whose move has no side effect on other controls (a slider or toggle).
 MOVES = {
     "00_tour.ipynb": [("attack", True), ("τ", True)],
-    "01_layerwise_cosine.ipynb": [("attack", True), ("class", True), ("layer", True), ("τ", True)],
+    "01_layerwise_cosine.ipynb": [("attack", True), ("class", False), ("layer", False), ("τ", True)],
     "02_pca.ipynb": [("attack", True), ("PCA fitted on", True), ("layer", True)],
     "03_attacks.ipynb": [("attack", True), ("image", True), ("difference ×", False)],
     "04_threshold.ipynb": [("metric", True), ("τ", True)],
@@ -152,6 +152,22 @@ def save(page, path: Path, timeout: float = 30.0) -> int:
     raise AssertionError(f"{path.name}: no widget state saved within {timeout:.0f} s (is saveState on?)")
 
 
+def move_each_control(page, notebook: str, figure):
+    """Move the controls of ``MOVES[notebook]`` in turn; each must change the figure (and the readout, where listed).
+
+    Returns ``(before, after, label, move)`` of the last move: the figures around it, its control and the move.
+    """
+    for label, readout_changes in MOVES[notebook]:
+        before = figure
+        move = move_control(page, label)
+        figure = wait_for_figure(page, until=lambda f, b=before: f != b and (f.readout != b.readout or not readout_changes),
+                                 what=f"the figure to change after moving {move}")
+        assert figure.state != before.state, f"{notebook}: moving {move} left the figure unchanged"
+        if readout_changes:
+            assert figure.readout != before.readout, f"{notebook}: moving {move} left the readout unchanged"
+    return before, figure, label, move
+
+
 def assert_no_page_problems(problems) -> None:
     errors = [e for e in problems.errors if not _allowed(e)]
     assert not errors, "the page logged errors or left the machine:\n" + "\n".join(errors)
@@ -182,14 +198,7 @@ def test_notebook_in_jupyterlab(notebook, lab, served, open_page, screenshots):
         assert page.locator(APP).count() == 1, f"{notebook}: expected one app (a VBox with a plotly figure)"
         figure = wait_for_figure(page, what=f"{notebook}'s app after Run All")
 
-        for label, readout_changes in MOVES[notebook]:
-            before = figure
-            move = move_control(page, label)
-            figure = wait_for_figure(page, until=lambda f, b=before: f != b and (f.readout != b.readout or not readout_changes),
-                                     what=f"the figure to change after moving {move}")
-            assert figure.state != before.state, f"{notebook}: moving {move} left the figure unchanged"
-            if readout_changes:
-                assert figure.readout != before.readout, f"{notebook}: moving {move} left the readout unchanged"
+        before, figure, label, move = move_each_control(page, notebook, figure)
         phase(f"{len(MOVES[notebook])} moves")
 
         models = save(page, served / path)
@@ -228,12 +237,7 @@ def test_tour_in_voila(voila_server, open_page, screenshots):
     phases["render"] = time.monotonic() - started
     assert page.locator(APP).count() == 1
     assert not page.locator(".jp-CodeCell .jp-InputArea").count(), "Voila shows code cells"
-    for label, readout_changes in MOVES[VOILA_NOTEBOOK]:
-        before = figure
-        move = move_control(page, label)
-        figure = wait_for_figure(page, until=lambda f, b=before: f != b and (f.readout != b.readout or not readout_changes),
-                                 what=f"the figure to change after moving {move}")
-        assert figure.state != before.state, f"moving {move} left the figure unchanged"
+    before, figure, label, move = move_each_control(page, VOILA_NOTEBOOK, figure)
     move_control(page, label, back=move)
     wait_for_figure(page, until=lambda f: f == before, what=f"the figure to follow moving back ({move})")
     phases["total"] = time.monotonic() - started
