@@ -25,8 +25,16 @@ from typing import Any
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-#: Width of every app's figure in pixels: readable on a laptop screen beside JupyterLab's sidebar.
+#: Width in pixels that the apps lay their figures out for, and of the static snapshots. Live, a figure takes
+#: the width of its notebook cell instead (:func:`fit_to_page`), so it is not cut off beside JupyterLab's sidebar.
 FIGURE_WIDTH = 900
+
+
+def fit_to_page(figure: go.Figure) -> go.Figure:
+    """``figure`` without a fixed width: plotly sizes it to its container (the notebook cell, the Voila page)."""
+    figure.layout.width = None
+    figure.layout.autosize = True
+    return figure
 
 
 def show_figure(widget: go.FigureWidget, figure: go.Figure) -> None:
@@ -69,7 +77,7 @@ class App(widgets.VBox):
         self.controls = dict(controls)
         self._quiet = False
         figure, text = self.draw(**self.values())
-        self.figure = go.FigureWidget(figure)
+        self.figure = go.FigureWidget(fit_to_page(figure))
         self.readout = widgets.HTML(text)
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
@@ -118,7 +126,7 @@ class App(widgets.VBox):
     def refresh(self) -> None:
         """Redraw the figure and the readout from the controls' current values."""
         figure, text = self.draw(**self.values())
-        show_figure(self.figure, figure)
+        show_figure(self.figure, fit_to_page(figure))
         self.readout.value = text
 
     def text(self) -> str:
@@ -163,7 +171,7 @@ class Snapshot:
         if os.environ.get(PNG_ENV) != "1":
             return None
         try:
-            return self.figure.to_image(format="png", scale=1)
+            return self.figure.to_image(format="png", width=FIGURE_WIDTH, scale=1)
         except Exception:  # kaleido or its browser missing: no picture
             return None
 
@@ -210,4 +218,4 @@ def percent(fraction: float) -> str:
     return f"{100 * fraction:.1f} %"
 
 
-__all__ = ["App", "FIGURE_WIDTH", "Snapshot", "dropdown", "html_to_text", "percent", "show_figure", "slider"]
+__all__ = ["App", "FIGURE_WIDTH", "Snapshot", "dropdown", "fit_to_page", "html_to_text", "percent", "show_figure", "slider"]

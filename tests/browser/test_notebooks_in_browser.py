@@ -241,7 +241,7 @@ def test_tour_in_voila(voila_server, open_page, screenshots):
     move_control(page, label, back=move)
     wait_for_figure(page, until=lambda f: f == before, what=f"the figure to follow moving back ({move})")
     phases["total"] = time.monotonic() - started
-    page.screenshot(path=screenshots / f"voila-{Path(VOILA_NOTEBOOK).stem}.png", full_page=True)
+    page.locator(APP).first.screenshot(path=screenshots / f"voila-{Path(VOILA_NOTEBOOK).stem}.png")
     _record(screenshots, f"voila {VOILA_NOTEBOOK}", phases)
     assert_no_page_problems(problems)
 
