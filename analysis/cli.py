@@ -62,7 +62,9 @@ def _demo(args: argparse.Namespace) -> int:
                          f"Summed similarity at layers {list(det.score_layers_[target])} (inputs predicted as {target})",
                          "score", threshold=det.thresholds()[target]),
     ]
-    summary = {"model": source, "MA %": f"{pct['ma']:.2f}", "ASR %": f"{pct['asr']:.2f}",
+    # the report names the checkpoint, not its absolute path: the file can be shared or moved
+    shown = f"checkpoint {Path(run.loaded_from).name}" if run.loaded_from else source
+    summary = {"model": shown, "MA %": f"{pct['ma']:.2f}", "ASR %": f"{pct['asr']:.2f}",
                f"LOI (class {target})": ev.loi, "tau": args.tau, "TPR %": f"{pct['tpr']:.2f}",
                "FPR %": f"{pct['fpr']:.2f}", "AUROC %": f"{pct['auroc']:.2f}"}
     paper_name, paper = _paper_badnets(args.arch)

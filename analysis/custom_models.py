@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .attacks import Attack, BadNets
 from .data import DatasetSplits, LabeledImages
-from .devices import seed_everything
+from .devices import evaluation_mode, seed_everything
 from .pipeline import AttackedModel
 from .training import TrainConfig, train
 
@@ -104,16 +104,13 @@ def describe_modules(model: nn.Module, input_shape: Sequence[int] = (1, 3, 32, 3
         return hook
 
     handles = [module.register_forward_hook(recorder(name)) for name, module in model.named_modules() if name]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluation_mode(model), torch.no_grad():
             device = next(iter(model.parameters()), torch.empty(0)).device
             model(torch.zeros(*input_shape, device=device))
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     rows = {name: {"type": type(module).__name__,
                    "output shape": "×".join(str(s) for s in shapes[name]) if name in shapes else "",
                    "parameters": sum(p.numel() for p in module.parameters(recurse=False))}

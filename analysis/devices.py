@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -34,3 +36,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block; on exit every submodule gets back its own mode.
+
+    Restoring only ``model.training`` would be wrong for a model in training mode whose BatchNorm
+    layers the user froze (``bn.eval()``): ``model.train()`` would switch them back to training.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .data import LabeledImages
-from .devices import model_device
+from .devices import evaluation_mode, model_device
 
 
 def resolve_layers(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
@@ -110,19 +110,15 @@ def iter_features(
 ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
     """Yield ``(features, logits)`` per batch: ``features[i]`` is ``[B, D_i]`` for ``layers[i]``.
 
-    The model is put in eval mode and run on its own device; outputs stay on that device.
+    The model is put in eval mode (every submodule's mode restored afterwards) and run on its own device;
+    outputs stay on that device.
     """
     images = _as_images(data)
     device = model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with capture(model, layers) as outputs:
-            for start in range(0, len(images), batch_size):
-                logits = model(images[start : start + batch_size].to(device))
-                yield [outputs[name] for name in layers], logits
-    finally:
-        model.train(was_training)
+    with evaluation_mode(model), capture(model, layers) as outputs:
+        for start in range(0, len(images), batch_size):
+            logits = model(images[start : start + batch_size].to(device))
+            yield [outputs[name] for name in layers], logits
 
 
 def extract_features(
@@ -150,11 +146,7 @@ def predict_classes(model: nn.Module, data: LabeledImages | torch.Tensor | np.nd
     """The model's predicted class for every image, ``[N]`` int64."""
     images = _as_images(data)
     device = model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         return np.concatenate(
             [model(images[s : s + batch_size].to(device)).argmax(1).cpu().numpy() for s in range(0, len(images), batch_size)]
         )
-    finally:
-        model.train(was_training)

@@ -76,3 +76,4 @@ def test_demo_command_with_a_checkpoint(tmp_path, small_run, digits):
     # the paper's BadNets numbers (CIFAR-10 ResNet-18: Table 3 MA/ASR, Table 1 TPR/FPR) beside ours, and captions
     assert "paper (CIFAR-10, ResNet-18)" in html and "99.38" in html and "97.20" in html
     assert html.count("class='caption'") == 2
+    assert str(tmp_path) not in html  # no absolute local path

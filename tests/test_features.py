@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from analysis.features import LayerNotRunError, capture, extract_features, iter_features, paper_layers, resolve_layers
+from analysis.data import LabeledImages
+from analysis.features import (LayerNotRunError, capture, extract_features, iter_features, paper_layers, predict_classes,
+                               resolve_layers)
 from analysis.models import MobileNetV2, ResNet18, build_model
 
 
@@ -106,3 +108,22 @@ def test_a_layer_that_runs_twice_in_one_pass_is_ambiguous():
         with capture(model, ["act"]):
             model(torch.rand(2, 4))
     assert _hook_count(model) == 0
+
+
+def test_every_submodule_gets_its_own_mode_back():
+    """A training model whose BatchNorm the user froze keeps it frozen after features, predictions and a fit."""
+    from analysis.detection import LayerwiseDetector
+    from analysis.devices import evaluation_mode
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.rand(2, 3, 8, 8))  # materialise the lazy layer
+    model.train()
+    model[1].eval()  # frozen BatchNorm
+    modes = [m.training for m in model.modules()]
+    images = torch.rand(6, 3, 8, 8)
+    with evaluation_mode(model):
+        assert not any(m.training for m in model.modules())
+    extract_features(model, images, ["0", "4"])
+    predict_classes(model, images)
+    LayerwiseDetector(layers=["0", "1", "2", "4"]).fit(model, LabeledImages(images, torch.tensor([0, 1] * 3)))
+    assert [m.training for m in model.modules()] == modes

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..data import LabeledImages
-from ..devices import model_device
+from ..devices import evaluation_mode, model_device
 from ..detection import Detection
 from ..features import capture, predict_classes, resolve_layers
 
@@ -138,14 +138,9 @@ def check_layers(model: nn.Module, layers: str | Sequence[str] | None) -> list[s
 # ---------------------------------------------------------------------- model helpers
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no autograd inside the block; the model's mode is restored on exit."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
+    """Eval mode and no autograd inside the block; every submodule's mode is restored on exit."""
+    with evaluation_mode(model), torch.no_grad():
+        yield model
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
