@@ -130,8 +130,7 @@ class LayerwiseDetector:
     def _check_settings(self) -> None:
         if self.metric not in ("cosine", "euclidean"):
             raise ValueError(f"metric: expected 'cosine' or 'euclidean', got {self.metric!r}")
-        if not np.isfinite(self.tau) or self.tau < 0:
-            raise ValueError(f"tau: expected a finite number >= 0, got {self.tau}")
+        self._tau(None)
         if self.spread not in ("std", "mad"):
             raise ValueError(f"spread: expected 'std' or 'mad', got {self.spread!r}")
         if self.unknown_class not in ("raise", "flag", "ignore"):
@@ -282,10 +281,22 @@ class LayerwiseDetector:
             scores[rows] = total
         return scores
 
+    def _tau(self, tau: float | None) -> float:
+        """``tau`` (or ``self.tau`` when None), checked where it is used: a finite number >= 0.
+
+        Checked here, not only in ``fit``: a NaN or negative τ passed to a scoring call, or set on the
+        detector after ``fit``, would otherwise flag nothing or everything without a word.
+        """
+        name, value = ("tau", tau) if tau is not None else ("tau (the detector's setting)", self.tau)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(value) or value < 0:
+            raise ValueError(f"{name}: expected a finite number >= 0 (standard deviations), got {value!r}")
+        return float(value)
+
     def flag_scores(self, scores: ArrayLike, predicted: ArrayLike, tau: float | None = None) -> np.ndarray:
         """Apply the threshold to precomputed scores: True = poisoned. ``tau`` overrides ``self.tau``."""
         self._check_fitted()
-        tau = self.tau if tau is None else tau
+        tau = self._tau(tau)
         scores_np = np.asarray(scores, dtype=np.float64)
         predicted_np = _as_labels(predicted, "predicted")
         if scores_np.shape != predicted_np.shape:
@@ -307,7 +318,7 @@ class LayerwiseDetector:
         ``tau`` overrides ``self.tau`` (as in :meth:`flag_scores`).
         """
         self._check_fitted()
-        tau = self.tau if tau is None else tau
+        tau = self._tau(tau)
         sign = -1.0 if self.metric == "cosine" else 1.0
         return {t: self.mu_[t] + sign * tau * self.sigma_[t] for t in self.mu_}
 

@@ -58,6 +58,20 @@ def test_tau_moves_the_threshold():
     assert det.flag_scores([score], [0], tau=2.0).tolist() == [False]
 
 
+@pytest.mark.parametrize("bad", [float("nan"), -0.5, float("inf"), True, "2.5"])
+def test_tau_is_checked_where_it_is_used(bad):
+    # NaN would flag nothing and a negative tau everything, silently: both are refused at scoring time too,
+    # whether passed to the call or set on the detector after fit.
+    det = LayerwiseDetector().fit_features(FEATURES, LABELS)
+    with pytest.raises(ValueError, match=r"^tau: expected a finite number >= 0"):
+        det.flag_scores([MU], [0], tau=bad)
+    with pytest.raises(ValueError, match=r"^tau: expected a finite number >= 0"):
+        det.thresholds(tau=bad)
+    det.tau = bad
+    with pytest.raises(ValueError, match=r"^tau \(the detector's setting\): expected a finite number >= 0"):
+        det.predict_features(FEATURES, LABELS)
+
+
 def test_euclidean_metric_flags_large_distances():
     det = LayerwiseDetector(metric="euclidean").fit_features(FEATURES, LABELS)
     # distances to centroids: layer 1: sqrt(.5) each; layer 2: .5 each; layer 3: .5 each
