@@ -178,8 +178,7 @@ def write_figure_html(figure: go.Figure, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_plotly_js(path.parent)
-    figure.write_html(path, include_plotlyjs="directory", full_html=True)
+    figure.write_html(path, include_plotlyjs="directory", full_html=True)  # plotly copies plotly.min.js once
     return path
 
 
