@@ -1,18 +1,87 @@
-"""Command line: ``python -m analysis demo``, ``zoo list|build|verify``, ``reproduce``, ``classroom`` and ``offline-html``."""
+"""Command line: ``python -m analysis demo``, ``zoo list|build|verify``, ``reproduce``, ``classroom`` and ``offline-html``.
+
+A bad argument or input (a value out of range, a missing or malformed file, an ``--out`` that cannot be
+written, an unknown attack) ends the command with one line on stderr naming it, and exit status 2.
+Set the environment variable ``LAYERWISE_DEBUG=1`` to get the full traceback instead.
+"""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, NoReturn, Sequence
 
 import numpy as np
 
 from .checkpoints import DEFAULT_DIR
 
+DEBUG_VARIABLE = "LAYERWISE_DEBUG"
+_EPILOG = (f"A bad argument or input file ends the command with a one-line error (exit status 2); "
+           f"{DEBUG_VARIABLE}=1 shows the full traceback instead.")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line: ``PROG: error: --option: expected ..., got ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message.removeprefix('argument ')}\n")
+
+
+def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum`` (and <= ``maximum`` when given)."""
+    expected = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
+
+
+def _finite_number_at_least(minimum: float) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number >= ``minimum`` (``nan`` and ``inf`` refused)."""
+    expected = f"a finite number >= {minimum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return parse
+
+
+def _writable_folder(folder: str | Path, option: str = "--out") -> Path:
+    """Create ``folder`` if needed and check that a file can be written in it, before any work starts."""
+    folder = Path(folder)
+    expected = f"{option}: expected a folder that can be created and written to, got {folder}"
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{expected}, which is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{expected} ({error.strerror or error})") from None
+    return folder
+
 
 def _demo(args: argparse.Namespace) -> int:
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out: expected the HTML report's file path, got the folder {args.out}")
+    _writable_folder(Path(args.out).parent)  # before training: a bad --out must not cost a run
     import torch
 
     from .pipeline import analyse, attacked_model
@@ -147,10 +216,12 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     from .reproduce import load_for_reproduce, reproduce
 
+    if args.out:
+        _writable_folder(args.out)  # before loading or training anything
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_for_reproduce(args.dataset, args.path)
-    out = args.out or f"results/{data.name}-{args.profile}"
+    out = args.out or str(_writable_folder(f"results/{data.name}-{args.profile}"))
     started = time.perf_counter()
     report = reproduce(data, out, profile=args.profile, only=args.only, archs=args.archs, runs=args.runs,
                        progress=not args.no_progress, train_subset=args.train_subset, epochs=args.epochs,
@@ -162,69 +233,75 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    parser = _Parser(prog="python -m analysis", description=__doc__.split("\n\n")[0], epilog=_EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="digits + BadNets: train or load, detect, report")
+    demo = sub.add_parser("demo", help="digits + BadNets: train or load, detect, report", epilog=_EPILOG)
     demo.add_argument("--arch", choices=("resnet18", "mobilenetv2"), default="resnet18")
-    demo.add_argument("--epochs", type=int, default=30, help="training epochs when no checkpoint is used")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--tau", type=float, default=2.5, help="detection threshold in standard deviations")
+    demo.add_argument("--epochs", type=_int_at_least(1), default=30, help="training epochs (cpu profile: 30); a checkpoint trained with other settings is "
+                      "refused: add --retrain or --no-checkpoints")
+    demo.add_argument("--seed", type=_int_at_least(0), default=0)
+    demo.add_argument("--tau", type=_finite_number_at_least(0.0), default=2.5,
+                      help="detection threshold in standard deviations")
     demo.add_argument("--checkpoints", default=str(DEFAULT_DIR), help="folder with manifest.json")
     demo.add_argument("--no-checkpoints", action="store_true", help="never load a checkpoint: always train")
     demo.add_argument("--retrain", action="store_true", help="train even when a checkpoint exists")
     demo.add_argument("--save-checkpoint", action="store_true", help="write the trained model to --checkpoints")
     demo.add_argument("--out", default="reports/demo.html", help="HTML report path")
     demo.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    demo.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    demo.add_argument("--threads", type=_int_at_least(0), default=0, help="CPU threads for torch (0 = torch's default)")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_demo)
 
-    zoo = sub.add_parser("zoo", help="list, build or verify the checkpoint zoo")
+    zoo = sub.add_parser("zoo", help="list, build or verify the checkpoint zoo", epilog=_EPILOG)
     zoo.add_argument("zoo_command", choices=("list", "build", "verify"))
     zoo.add_argument("--only", nargs="+", default=None, metavar="NAME", help="zoo entries to build")
     zoo.add_argument("--checkpoints", default=str(DEFAULT_DIR))
-    zoo.add_argument("--tolerance", type=float, default=0.005, help="allowed MA/ASR difference (fraction)")
+    zoo.add_argument("--tolerance", type=_finite_number_at_least(0.0), default=0.005,
+                     help="allowed MA/ASR difference (fraction)")
     zoo.add_argument("--cache-dir", default="results/cache",
                      help="where attack preparations (ISSBA encoder, LC perturbations, ...) are cached")
-    zoo.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    zoo.add_argument("--threads", type=_int_at_least(0), default=0, help="CPU threads for torch (0 = torch's default)")
     zoo.add_argument("--no-progress", action="store_true")
     zoo.set_defaults(func=_zoo)
 
     from .experiments import EXPERIMENTS
 
-    rep = sub.add_parser("reproduce", help="the paper's tables and figures: CSV, Markdown and HTML")
+    rep = sub.add_parser("reproduce", help="the paper's tables and figures: CSV, Markdown and HTML", epilog=_EPILOG)
     rep.add_argument("dataset", nargs="?", default="digits", choices=("digits", "npz", "cifar10", "gtsrb"))
     rep.add_argument("path", nargs="?", default=None, help="npz: the archive; cifar10/gtsrb: download folder")
     rep.add_argument("--profile", choices=("cpu", "paper"), default="cpu",
                      help="training budget: cpu (30 epochs, one-cycle) or paper (200 epochs, lr steps at 100/150)")
     rep.add_argument("--only", nargs="+", choices=list(EXPERIMENTS), default=None)
     rep.add_argument("--archs", nargs="+", choices=("resnet18", "mobilenetv2"), default=["resnet18", "mobilenetv2"])
-    rep.add_argument("--runs", type=int, default=5, help="reference redraws per detection cell")
+    rep.add_argument("--runs", type=_int_at_least(1), default=5, help="reference redraws per detection cell")
     rep.add_argument("--attacks", nargs="+", default=None, help="subset of attacks (default: all available)")
-    rep.add_argument("--train-subset", type=int, default=None, help="train on this many images (stratified)")
-    rep.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    rep.add_argument("--batch-size", type=int, default=None,
+    rep.add_argument("--train-subset", type=_int_at_least(1), default=None,
+                     help="train on this many images (stratified)")
+    rep.add_argument("--epochs", type=_int_at_least(1), default=None, help="override the profile's epochs")
+    rep.add_argument("--batch-size", type=_int_at_least(1), default=None,
                      help="override the profile's batch size (128)")
-    rep.add_argument("--max-eval", type=int, default=None,
+    rep.add_argument("--max-eval", type=_int_at_least(0), default=None,
                      help="Tables 1/2: at most this many benign and this many poisoned inputs per run "
                           "(default: the profile's, cpu 50; 0 = all)")
-    rep.add_argument("--defense-samples", type=int, default=None,
+    rep.add_argument("--defense-samples", type=_int_at_least(0), default=None,
                      help="Tables 1/2: RS neighbours and STRIP blends per input "
                           "(default: the profile's, cpu 20; 0 = the paper's 100)")
     rep.add_argument("--out", default=None, help="results folder (default results/DATASET-PROFILE)")
-    rep.add_argument("--threads", type=int, default=0)
+    rep.add_argument("--threads", type=_int_at_least(0), default=0, help="CPU threads for torch (0 = torch's default)")
     rep.add_argument("--no-progress", action="store_true")
     rep.set_defaults(func=_reproduce)
 
-    classroom = sub.add_parser("classroom", help="serve a notebook as a Voila app (no code, live widgets, offline)")
+    classroom = sub.add_parser("classroom", help="serve a notebook as a Voila app (no code, live widgets, offline)",
+                               epilog=_EPILOG)
     classroom.add_argument("notebook", nargs="?", default="notebooks/00_tour.ipynb")
-    classroom.add_argument("--port", type=int, default=8866)
+    classroom.add_argument("--port", type=_int_at_least(1, 65535), default=8866)
     classroom.add_argument("--ip", default="127.0.0.1", help="0.0.0.0 to serve a classroom's network")
-    classroom.add_argument("--cull-idle", type=int, default=600,
+    classroom.add_argument("--cull-idle", type=_int_at_least(0), default=600,
                            help="seconds before an idle visitor's kernel is shut down (0 = never)")
     classroom.set_defaults(func=_classroom)
 
-    offline = sub.add_parser("offline-html", help="make HTML figures written with a CDN link open offline")
+    offline = sub.add_parser("offline-html", help="make HTML figures written with a CDN link open offline",
+                             epilog=_EPILOG)
     offline.add_argument("folder", help="folder searched recursively for *.html (e.g. docs/results)")
     offline.set_defaults(func=_offline_html)
     return parser
@@ -249,8 +326,17 @@ def _offline_html(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Run one command; a bad argument or input prints one line to stderr and returns 2 (see the module docstring)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as error:  # what our own checks raise
+        if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error  # str(KeyError) is quoted
+        print(f"{parser.prog} {args.command}: error: {' '.join(str(message).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

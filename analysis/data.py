@@ -37,13 +37,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .validation import check_images
+
 IMAGE_SIZE = 32
 DATASETS = ("digits", "cifar10", "gtsrb", "npz")
 
 
 @dataclass(frozen=True)
 class LabeledImages:
-    """Images ``x`` [N, 3, H, W] float32 in [0, 1] with integer labels ``y`` [N]."""
+    """Images ``x`` [N, 3, H, W] float32 in [0, 1] with integer labels ``y`` [N].
+
+    The images are checked on construction (:func:`analysis.validation.check_images`): a floating
+    dtype, channels first, values in [0, 1], no NaN or inf; anything else raises a ValueError.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -51,8 +57,13 @@ class LabeledImages:
     def __post_init__(self) -> None:
         if not isinstance(self.x, torch.Tensor) or self.x.ndim != 4:
             raise ValueError(f"x: expected a 4-D tensor [N, C, H, W], got {_describe(self.x)}")
+        check_images(self.x, "x", allow_empty=True)  # the input contract: float, channels first, [0, 1], finite
         if not isinstance(self.y, torch.Tensor) or self.y.ndim != 1:
             raise ValueError(f"y: expected a 1-D tensor [N], got {_describe(self.y)}")
+        if self.y.is_floating_point() or self.y.is_complex() or self.y.dtype == torch.bool:
+            raise ValueError(f"y: expected integer class labels, got dtype {self.y.dtype}")
+        if len(self.y) and int(self.y.min()) < 0:
+            raise ValueError(f"y: expected class labels >= 0, got {int(self.y.min())}")
         if len(self.x) != len(self.y):
             raise ValueError(f"x and y differ in length: {len(self.x)} images, {len(self.y)} labels")
 
@@ -160,19 +171,53 @@ def load_digits(seed: int = 0) -> DatasetSplits:
 
 
 def load_npz(path: str | Path, reference_fraction: float = 0.1, seed: int = 0, name: str | None = None) -> DatasetSplits:
-    """An archive with uint8 NHWC ``x_train, y_train, x_test, y_test`` (never unpickled)."""
+    """An archive with uint8 NHWC ``x_train, y_train, x_test, y_test`` (never unpickled).
+
+    Images must be uint8 ``[N, 32, 32, 3]`` with ``N >= 1``; labels one non-negative integer per image.
+    Anything else (a file that is not an npz archive, an object array, a wrong dtype or shape, an empty
+    split, a negative label) raises ValueError naming the file, what was expected and what was found.
+    """
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no such file: {path}")
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    if not zipfile.is_zipfile(path):  # np.load would try to unpickle it and word the refusal as a pickle problem
+        raise ValueError(f"{path}: expected an npz archive (numpy.savez) holding {', '.join(keys)}; got a file of "
+                         f"{path.stat().st_size} bytes that is not a zip archive (a text file? truncated?)")
+    arrays = {}
     with np.load(path, allow_pickle=False) as archive:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
+        missing = set(keys) - set(archive.files)
         if missing:
             raise ValueError(f"{path}: missing arrays {sorted(missing)}; it holds {sorted(archive.files)}")
-        x_train, y_train = archive["x_train"], archive["y_train"]
-        x_test, y_test = archive["x_test"], archive["y_test"]
-    for key, labels, images in (("y_train", y_train, x_train), ("y_test", y_test, x_test)):
+        for key in keys:
+            try:
+                arrays[key] = archive[key]
+            except ValueError as error:
+                if "allow_pickle" not in str(error):
+                    raise ValueError(f"{path}: {key}: expected a numeric array; numpy cannot read it "
+                                     f"({error})") from None
+                raise ValueError(f"{path}: {key}: expected a numeric array; got an object array, which only pickle "
+                                 "can load (never done here): save plain uint8 images and integer labels") from None
+            except (zipfile.BadZipFile, EOFError, OSError) as error:
+                raise ValueError(f"{path}: {key}: expected a numeric array; the archive's entry is corrupt or "
+                                 f"truncated ({error})") from None
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+            raise ValueError(f"{path}: x_{split}: expected uint8 images of shape [N, {IMAGE_SIZE}, {IMAGE_SIZE}, 3], "
+                             f"got {_describe(images)}")
+        if len(images) == 0:
+            raise ValueError(f"{path}: x_{split}: expected at least one image, got an empty split (shape "
+                             f"{images.shape})")
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(images):
-            raise ValueError(f"{path}: {key} must be 1-D integers, one per image; got {_describe(labels)}")
+            raise ValueError(f"{path}: y_{split}: expected 1-D integer labels, one per image ({len(images)}); "
+                             f"got {_describe(labels)}")
+        if labels.min() < 0:
+            raise ValueError(f"{path}: y_{split}: expected labels >= 0, got {int(labels.min())} "
+                             f"({int(np.sum(labels < 0))} negative)")
+    x_train, y_train, x_test, y_test = (arrays[key] for key in keys)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     train = LabeledImages(images_from_uint8_nhwc(x_train, "x_train"), torch.from_numpy(y_train.astype(np.int64)))
     test = LabeledImages(images_from_uint8_nhwc(x_test, "x_test"), torch.from_numpy(y_test.astype(np.int64)))

@@ -30,6 +30,7 @@ Deviations from the paper, all documented and optional:
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -40,6 +41,7 @@ import torch.nn as nn
 from .data import LabeledImages
 from .features import iter_features, paper_layers
 from .similarity import as_float64, cosine_to, euclidean_to
+from .validation import check_images
 
 Metric = Literal["cosine", "euclidean"]
 ArrayLike = np.ndarray | torch.Tensor
@@ -99,8 +101,8 @@ class LayerwiseDetector:
         samples: ``"raise"`` (default), ``"flag"`` (score NaN, flagged) or ``"ignore"``
         (score NaN, not flagged).
 
-    Learned attributes: ``n_layers_``, ``classes_``, ``layer_names_`` (None after
-    :meth:`fit_features`), ``centroids_`` (class -> list of L tensors [D_l]),
+    Learned attributes: ``n_layers_``, ``classes_``, ``layer_names_`` and ``input_shape_`` (the reference
+    images' ``(C, H, W)``, which inputs must match; both None after :meth:`fit_features`), ``centroids_`` (class -> list of L tensors [D_l]),
     ``reference_labels_`` ``[N]``, ``reference_similarity_`` ``[N, L]`` (each reference sample's
     cosine similarity to its own class's centroids), ``reference_distance_`` (the same in
     Euclidean distance, or None for cosine),
@@ -137,6 +139,9 @@ class LayerwiseDetector:
             raise ValueError(f"unknown_class: expected 'raise', 'flag' or 'ignore', got {self.unknown_class!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {self.batch_size}")
+        if isinstance(self.layers, str):
+            raise TypeError(f"layers: expected a list of module paths in forward order, got the single string "
+                            f"{self.layers!r}; write layers=[{self.layers!r}, ...]")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "mu_"):
@@ -164,7 +169,7 @@ class LayerwiseDetector:
                 cos[rows, i] = cosine_to(sub, centroids[int(t)][i]).cpu().numpy()
                 if dist is not None:
                     dist[rows, i] = euclidean_to(sub, centroids[int(t)][i]).cpu().numpy()
-        self.layer_names_ = None
+        self.layer_names_, self.input_shape_ = None, None
         return self._fit_from_similarities(centroids, labels_np, cos, dist)
 
     def fit(self, model: nn.Module, reference: LabeledImages) -> "LayerwiseDetector":
@@ -203,6 +208,7 @@ class LayerwiseDetector:
                     if dist is not None:
                         dist[start + rows, i] = euclidean_to(sub, centroids[int(t)][i]).cpu().numpy()
         self.layer_names_ = names
+        self.input_shape_ = tuple(reference.x.shape[1:])
         return self._fit_from_similarities(centroids, labels_np, cos, dist)
 
     def _fit_from_similarities(
@@ -237,6 +243,7 @@ class LayerwiseDetector:
             else:
                 self.mu_[t] = float(np.median(scores))
                 self.sigma_[t] = float(MAD_TO_STD * np.median(np.abs(scores - self.mu_[t])))
+        _warn_degenerate_spread(self.mu_, self.sigma_)
         return self
 
     def with_score_layers(self, score_layers: Sequence[int] | None) -> "LayerwiseDetector":
@@ -249,7 +256,7 @@ class LayerwiseDetector:
         self._check_fitted()
         other = LayerwiseDetector(**{**self.get_params(), "score_layers": score_layers})
         other._check_settings()
-        other.layer_names_ = self.layer_names_
+        other.layer_names_, other.input_shape_ = self.layer_names_, self.input_shape_
         return other._fit_from_similarities(self.centroids_, self.reference_labels_, self.reference_similarity_,
                                             self.reference_distance_)
 
@@ -350,6 +357,10 @@ class LayerwiseDetector:
         predicted_np = _as_labels(predicted, "predicted")
         return self.flag_scores(self.score_features(features, predicted_np), predicted_np)
 
+    def _check_inputs(self, x: LabeledImages | ArrayLike) -> torch.Tensor:
+        """``x`` checked against the input contract and the image shape the detector was fitted on."""
+        return check_images(x, "x", image_shape=getattr(self, "input_shape_", None))
+
     def _model_layers_needed(self) -> list[int]:
         self._check_fitted()
         if self.layer_names_ is None:
@@ -359,7 +370,7 @@ class LayerwiseDetector:
     def detect(self, model: nn.Module, x: LabeledImages | ArrayLike) -> Detection:
         """Predicted class, score and flag of every input; hooks only the layers the fitted classes score on."""
         needed = self._model_layers_needed()
-        images = x.x if isinstance(x, LabeledImages) else torch.as_tensor(x, dtype=torch.float32)
+        images = self._check_inputs(x)
         predicted, scores = [], []
         for _, (feats, logits) in _batched(model, images, [self.layer_names_[l - 1] for l in needed], self.batch_size):
             full: list[torch.Tensor | None] = [None] * self.n_layers_
@@ -404,7 +415,7 @@ class LayerwiseDetector:
         ``classes``: one class for all inputs, one per input, or None for the predicted class.
         """
         self._model_layers_needed()
-        images = x.x if isinstance(x, LabeledImages) else torch.as_tensor(x, dtype=torch.float32)
+        images = self._check_inputs(x)
         fixed = None
         if classes is not None:
             fixed = np.full(len(images), int(classes)) if np.ndim(classes) == 0 else _as_labels(classes, "classes")
@@ -423,8 +434,9 @@ def _device_of(values: ArrayLike) -> torch.device:
 
 
 def _batched(model: nn.Module, images: torch.Tensor, names: Sequence[str], batch_size: int):
+    """``(start, (features, logits))`` per batch; the layers must be listed in forward order (the LOI rule reads them so)."""
     start = 0
-    for feats, logits in iter_features(model, images, names, batch_size):
+    for feats, logits in iter_features(model, images, names, batch_size, in_forward_order=True):
         yield start, (feats, logits)
         start += len(logits)
 
@@ -469,10 +481,56 @@ def _check_feature_list(features: Sequence[ArrayLike], n: int, expected_layers: 
 
 
 def _check_reference_classes(labels: np.ndarray) -> np.ndarray:
-    classes, counts = np.unique(labels, return_counts=True)
-    if len(classes) == 0:
+    """The classes of the reference labels, after :func:`check_reference_counts`."""
+    if len(labels) == 0:
         raise ValueError("labels: got no reference samples")
-    few = {int(c): int(k) for c, k in zip(classes, counts) if k < 2}
+    check_reference_counts(labels, "labels", stacklevel=4)  # the warning points at the caller of fit
+    return np.unique(labels)
+
+
+class ReferenceWarning(UserWarning):
+    """The reference samples of a class are too few, or too alike, for a trustworthy threshold.
+
+    Turn it into an error to refuse such a reference set: ``warnings.simplefilter("error", ReferenceWarning)``.
+    """
+
+
+#: Below this many reference samples, a class's mean and standard deviation are too noisy to trust.
+MIN_CLASS_SAMPLES = 10
+
+
+def check_reference_counts(
+    labels: ArrayLike, name: str = "reference", num_classes: int | None = None, stacklevel: int = 2
+) -> dict[int, int]:
+    """Reference samples per class ``{class: count}``; raises below 2 in a class, warns below :data:`MIN_CLASS_SAMPLES`.
+
+    With ``num_classes``, a class in ``0..num_classes-1`` without any reference sample raises too: inputs
+    predicted as it could not be scored. Called by :meth:`LayerwiseDetector.fit` and, before any model is
+    trained, by :func:`analysis.reproduce.reproduce`.
+    """
+    labels_np = _as_labels(labels, name)
+    classes, counts = np.unique(labels_np, return_counts=True)
+    found = {int(c): int(k) for c, k in zip(classes, counts)}
+    if num_classes is not None:
+        missing = [c for c in range(num_classes) if c not in found]
+        if missing:
+            raise ValueError(f"{name}: classes {missing} have no reference samples (of {num_classes} classes); "
+                             f"inputs predicted as them could not be scored")
+    few = {c: k for c, k in found.items() if k < 2}
     if few:
-        raise ValueError(f"labels: each class needs at least 2 reference samples; too few for {few} (class: count)")
-    return classes
+        raise ValueError(f"{name}: each class needs at least 2 reference samples; too few for {few} (class: count)")
+    small = {c: k for c, k in found.items() if k < MIN_CLASS_SAMPLES}
+    if small:
+        warnings.warn(f"{name}: fewer than {MIN_CLASS_SAMPLES} reference samples in classes {small} (class: count); "
+                      f"their mean and standard deviation, hence their thresholds, are unreliable",
+                      ReferenceWarning, stacklevel=stacklevel)
+    return found
+
+
+def _warn_degenerate_spread(mu: dict[int, float], sigma: dict[int, float]) -> None:
+    """Warn about classes whose reference scores (nearly) all coincide, e.g. duplicated reference images."""
+    flat = [t for t in mu if sigma[t] <= 1e-9 * max(1.0, abs(mu[t]))]
+    if flat:
+        warnings.warn(f"reference: the scores of classes {flat} have (almost) no spread (sigma ~ 0), e.g. duplicated "
+                      f"reference images; every input of such a class that scores a little below mu is flagged",
+                      ReferenceWarning, stacklevel=4)

@@ -15,13 +15,19 @@ import torch
 import torch.nn as nn
 
 from .data import LabeledImages
-from .devices import evaluation_mode, model_device
+from .devices import evaluation_mode, model_device, model_dtype
+from .validation import check_images
 
 
 def resolve_layers(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     """Look up modules by path (as in ``model.named_modules()``); unknown names raise with the list of valid ones."""
     if isinstance(names, str):
         raise TypeError(f"names: expected a sequence of module paths, got the single string {names!r}")
+    if not all(isinstance(name, str) for name in names):
+        raise TypeError(f"names: expected module paths (strings), got {list(names)!r}")
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise ValueError(f"layers: {repeated} listed more than once; each layer is named once, in forward order")
     modules = dict(model.named_modules())
     unknown = [name for name in names if name not in modules or name == ""]
     if unknown:
@@ -46,7 +52,9 @@ class LayerNotRunError(RuntimeError):
 
 
 @contextmanager
-def capture(model: nn.Module, names: Sequence[str], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+def capture(
+    model: nn.Module, names: Sequence[str], detach: bool = True, in_forward_order: bool = False
+) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of the named modules during forward passes of ``model`` inside the ``with`` block.
 
     Yields a dict ``{name: output flattened to [B, D]}``. It is emptied when each forward pass of
@@ -54,7 +62,9 @@ def capture(model: nn.Module, names: Sequence[str], detach: bool = True) -> Iter
     a named module that did not run raises :class:`LayerNotRunError` (as Captum does), and so does
     one that ran twice in one pass (e.g. torchvision ResNet's ``layer1.0.relu``, applied twice in a
     block): its output would be ambiguous. ``detach=False`` keeps the outputs in the autograd graph
-    (for losses on features). All hooks are removed on exit, whether or not the block raised.
+    (for losses on features). ``in_forward_order=True`` also raises when ``names`` are not listed in the
+    order the modules finish in the forward pass (a layer-wise rule read over a reversed or shuffled list
+    would move the LOI without a word). All hooks are removed on exit, whether or not the block raised.
     """
     modules = resolve_layers(model, names)
     outputs: dict[str, torch.Tensor] = {}
@@ -80,6 +90,9 @@ def capture(model: nn.Module, names: Sequence[str], detach: bool = True) -> Iter
         if missing:
             raise LayerNotRunError(f"layer(s) {missing} did not run in the forward pass of {type(model).__name__}; "
                                    f"name modules that its forward() calls")
+        if in_forward_order and list(outputs) != list(names):
+            raise LayerNotRunError(f"layers: listed as {list(names)}, but the forward pass of {type(model).__name__} "
+                                   f"runs them in the order {list(outputs)}; list them in that order")
 
     try:
         handles.append(model.register_forward_pre_hook(start_pass))
@@ -93,12 +106,7 @@ def capture(model: nn.Module, names: Sequence[str], detach: bool = True) -> Iter
 
 
 def _as_images(data: LabeledImages | torch.Tensor | np.ndarray) -> torch.Tensor:
-    images = data.x if isinstance(data, LabeledImages) else torch.as_tensor(data, dtype=torch.float32)
-    if images.ndim != 4:
-        raise ValueError(f"x: expected images of shape [N, C, H, W], got shape {tuple(images.shape)}")
-    if len(images) == 0:
-        raise ValueError("x: got no images (N = 0)")
-    return images
+    return check_images(data, "x")
 
 
 @torch.no_grad()
@@ -107,17 +115,20 @@ def iter_features(
     data: LabeledImages | torch.Tensor | np.ndarray,
     layers: Sequence[str],
     batch_size: int = 256,
+    in_forward_order: bool = False,
 ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
     """Yield ``(features, logits)`` per batch: ``features[i]`` is ``[B, D_i]`` for ``layers[i]``.
 
-    The model is put in eval mode (every submodule's mode restored afterwards) and run on its own device;
-    outputs stay on that device.
+    The model is put in eval mode (every submodule's mode restored afterwards) and run on its own device,
+    in its own floating dtype (a float64 or float16 model gets float64 or float16 inputs); outputs stay on
+    that device. Images are checked first (:func:`analysis.validation.check_images`). ``in_forward_order``:
+    see :func:`capture`.
     """
     images = _as_images(data)
-    device = model_device(model)
-    with evaluation_mode(model), capture(model, layers) as outputs:
+    device, dtype = model_device(model), model_dtype(model)
+    with evaluation_mode(model), capture(model, layers, in_forward_order=in_forward_order) as outputs:
         for start in range(0, len(images), batch_size):
-            logits = model(images[start : start + batch_size].to(device))
+            logits = model(images[start : start + batch_size].to(device, dtype))
             yield [outputs[name] for name in layers], logits
 
 
@@ -145,8 +156,8 @@ def extract_features(
 def predict_classes(model: nn.Module, data: LabeledImages | torch.Tensor | np.ndarray, batch_size: int = 512) -> np.ndarray:
     """The model's predicted class for every image, ``[N]`` int64."""
     images = _as_images(data)
-    device = model_device(model)
+    device, dtype = model_device(model), model_dtype(model)
     with evaluation_mode(model):
         return np.concatenate(
-            [model(images[s : s + batch_size].to(device)).argmax(1).cpu().numpy() for s in range(0, len(images), batch_size)]
+            [model(images[s : s + batch_size].to(device, dtype)).argmax(1).cpu().numpy() for s in range(0, len(images), batch_size)]
         )

@@ -6,8 +6,10 @@ and evaluates it on benign and poisoned evaluation images.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import numpy as np
 import torch.nn as nn
 
 from .attacks import Attack, AttackContext, build_attack, dataset_attack_settings
-from .checkpoints import DEFAULT_DIR, has_checkpoint, load_checkpoint, round_to_half_, save_checkpoint
+from .checkpoints import DEFAULT_DIR, load_checkpoint, read_manifest, round_to_half_, save_checkpoint
 from .data import DatasetSplits, LabeledImages, load_dataset
 from .detection import Detection, LayerwiseDetector
 from .devices import seed_everything
@@ -27,6 +29,90 @@ from .training import TrainConfig, accuracy, train
 
 def checkpoint_name(dataset: str, arch: str, attack: str) -> str:
     return f"{dataset}-{arch}-{attack}"
+
+
+def training_data_fingerprint(train: LabeledImages) -> dict:
+    """What identifies a training set in a checkpoint's manifest: size, image shape, labels (sha256), mean pixel.
+
+    The labels' hash is exact (integers); the mean pixel value is compared within 1e-6, since the last
+    bits of resized images may differ between CPUs. A different training subset, dataset or split changes
+    the labels' sequence or the mean.
+    """
+    labels = np.ascontiguousarray(train.y.numpy().astype("<i8"))
+    return {"images": len(train), "image_shape": list(train.x.shape[1:]),
+            "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest(),
+            "mean_pixel": round(float(train.x.double().mean()), 8)}
+
+
+def model_definition(
+    dataset: str, arch: str, width: float, num_classes: int, attack: Attack | None, config: TrainConfig,
+    train: LabeledImages,
+) -> dict:
+    """Everything that defines a trained model, as stored in its manifest entry's ``config``.
+
+    Two models with the same definition are the same model (training is seeded); a checkpoint is reused
+    only when its stored definition equals the one asked for (:func:`reusable_checkpoint`).
+    """
+    return {"dataset": dataset, "arch": arch, "width": width, "num_classes": num_classes,
+            "attack": attack.name if attack is not None else None,
+            "attack_settings": attack.settings() if attack is not None else None,
+            "train": config.to_dict(), "training_data": training_data_fingerprint(train)}
+
+
+def definition_differences(stored: dict, wanted: dict) -> list[str]:
+    """``"key: checkpoint X, asked for Y"`` for every part of a model definition that differs (empty = same model)."""
+    stored, wanted = json.loads(json.dumps(stored)), json.loads(json.dumps(wanted))  # tuples -> lists, as stored
+    differences = []
+    for key, value in wanted.items():
+        if key not in stored:
+            continue  # written before this part was recorded: see reusable_checkpoint
+        old = stored[key]
+        if key == "training_data" and isinstance(old, dict) and isinstance(value, dict):
+            same_mean = abs(float(old.get("mean_pixel", np.nan)) - float(value["mean_pixel"])) <= 1e-6
+            old_exact = {k: v for k, v in old.items() if k != "mean_pixel"}
+            new_exact = {k: v for k, v in value.items() if k != "mean_pixel"}
+            if old_exact != new_exact or not same_mean:
+                differences.append(f"training_data: checkpoint trained on {old.get('images')} images "
+                                   f"(labels {str(old.get('labels_sha256'))[:12]}, mean {old.get('mean_pixel')}), "
+                                   f"asked for {value['images']} images (labels {value['labels_sha256'][:12]}, "
+                                   f"mean {value['mean_pixel']})")
+        elif isinstance(old, dict) and isinstance(value, dict):
+            differences += [f"{key}.{sub}: checkpoint {old.get(sub)!r}, asked for {value.get(sub)!r}"
+                            for sub in sorted(set(old) | set(value)) if old.get(sub) != value.get(sub)]
+        elif old != value:
+            differences.append(f"{key}: checkpoint {old!r}, asked for {value!r}")
+    return differences
+
+
+def reusable_checkpoint(name: str, folder: str | Path, definition: dict, device: str | None):
+    """``(model, entry, extra)`` of checkpoint ``name`` in ``folder`` if it holds exactly the model ``definition``; None if absent.
+
+    A checkpoint of another definition (other epochs, seed, batch size, training subset, attack
+    settings ...) is refused with a ValueError listing every difference, and a manifest entry whose file
+    is missing raises FileNotFoundError: neither silently trains a replacement nor reports an old
+    model's numbers under new settings. Entries written before a part of the definition was recorded
+    are compared on what they record, with a warning.
+    """
+    entries = read_manifest(folder)["entries"]
+    if name not in entries:
+        return None
+    try:
+        model, entry, extra = load_checkpoint(name, folder, device or "cpu")
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}; pass retrain=True (command line: --retrain) to train it again, "
+                                f"or remove its entry from {Path(folder) / 'manifest.json'}") from None
+    stored = entry.get("config") or {}
+    differences = definition_differences(stored, definition)
+    if differences:
+        raise ValueError(
+            f"checkpoint {name!r} in {folder} is another model than the one asked for: {'; '.join(differences)}. "
+            f"Pass retrain=True (command line: --retrain) to train and replace it, or use another checkpoints "
+            f"folder (reproduce: another --out)")
+    unchecked = sorted(set(definition) - set(stored))
+    if unchecked:
+        warnings.warn(f"checkpoint {name!r} does not record {unchecked} (written by an older version): "
+                      f"reused without checking them", stacklevel=3)
+    return model, entry, extra
 
 
 @dataclass
@@ -60,8 +146,10 @@ def attacked_model(
 
     An attack given by name gets its paper settings with the dataset's exceptions
     (:func:`analysis.attacks.dataset_attack_settings`, e.g. WaNet without noise mode on digits), as the
-    zoo was built. A checkpoint is used only if it was trained with the same attack settings; otherwise a
-    ``ValueError`` says so (pass ``retrain=True`` or another ``checkpoints`` folder).
+    zoo was built. A checkpoint is used only if it holds the very model asked for: same dataset, architecture,
+    width, attack settings, training settings (epochs, batch size, lr, seed, ...) and training images
+    (:func:`model_definition`); otherwise a ``ValueError`` lists the differences (pass ``retrain=True`` or
+    another ``checkpoints`` folder), and a manifest entry without its file raises ``FileNotFoundError``.
 
     ``save=True`` writes the trained model (float16), the attack's state tensors and its manifest
     entry to ``checkpoints``. Attacks with ``controls_training`` train the model themselves;
@@ -71,19 +159,15 @@ def attacked_model(
     data = data or load_dataset(dataset)
     atk = build_attack(attack, **dataset_attack_settings(dataset, attack)) if isinstance(attack, str) else attack
     name = name or checkpoint_name(dataset, arch, atk.name)
-    if checkpoints is not None and not retrain and has_checkpoint(name, checkpoints):
-        model, entry, extra = load_checkpoint(name, checkpoints, device or "cpu")
-        stored = entry["config"].get("attack_settings")
-        if stored is not None and json.dumps(stored, sort_keys=True) != json.dumps(atk.settings(), sort_keys=True):
-            raise ValueError(
-                f"attack: checkpoint {name!r} was trained with {entry['config'].get('attack')} {stored}, not "
-                f"{atk.name} {atk.settings()}; pass retrain=True or another checkpoints folder"
-            )
+    width = cpu_width(arch) if width is None else width
+    config = config or TrainConfig.cpu(arch)
+    definition = model_definition(dataset, arch, width, data.num_classes, atk, config, data.train)
+    found = None if checkpoints is None or retrain else reusable_checkpoint(name, checkpoints, definition, device)
+    if found is not None:
+        model, entry, extra = found
         atk.load_state_tensors(extra)
         return AttackedModel(model, atk, data, atk.poisoned_test_set(data.test), entry.get("train_seconds"),
                              Path(checkpoints) / name)
-    width = cpu_width(arch) if width is None else width
-    config = config or TrainConfig.cpu(arch)
     context = AttackContext(config=config, arch=arch, width=width, device=device, progress=progress,
                             cache_dir=cache_dir)
     started = time.perf_counter()
@@ -104,12 +188,8 @@ def attacked_model(
         round_to_half_(model)  # measure the weights as stored
         metrics = {"ma": accuracy(model, data.test),
                    "asr": float(np.mean(predict_classes(model, poisoned_test) == atk.target))}
-        save_checkpoint(
-            model, name,
-            {"dataset": dataset, "arch": arch, "width": width, "num_classes": data.num_classes, "attack": atk.name,
-             "attack_settings": atk.settings(), "train": config.to_dict()},
-            checkpoints, metrics=metrics, train_seconds=seconds, extra_tensors=atk.state_tensors(),
-        )
+        save_checkpoint(model, name, definition, checkpoints, metrics=metrics, train_seconds=seconds,
+                        extra_tensors=atk.state_tensors())
     return AttackedModel(model, atk, data, poisoned_test, seconds, None)
 
 
@@ -127,15 +207,18 @@ def clean_model(
 ) -> tuple[nn.Module, float | None]:
     """A model trained on the clean training set (the MA reference for attacks): ``(model, train seconds)``.
 
-    Loaded from ``{dataset}-{arch}-clean`` in ``checkpoints`` when present (seconds = those its manifest records).
+    Loaded from ``{dataset}-{arch}-clean`` in ``checkpoints`` when present and of the same definition, as in
+    :func:`attacked_model` (seconds = those its manifest records).
     """
     data = data or load_dataset(dataset)
     name = checkpoint_name(dataset, arch, "clean")
-    if checkpoints is not None and not retrain and has_checkpoint(name, checkpoints):
-        model, entry, _ = load_checkpoint(name, checkpoints, device or "cpu")
-        return model, entry.get("train_seconds")
     width = cpu_width(arch) if width is None else width
     config = config or TrainConfig.cpu(arch)
+    definition = model_definition(dataset, arch, width, data.num_classes, None, config, data.train)
+    found = None if checkpoints is None or retrain else reusable_checkpoint(name, checkpoints, definition, device)
+    if found is not None:
+        model, entry, _ = found
+        return model, entry.get("train_seconds")
     seed_everything(config.seed)
     model = build_model(arch, data.num_classes, width)
     started = time.perf_counter()
@@ -146,9 +229,8 @@ def clean_model(
         if checkpoints is None:
             raise ValueError("checkpoints: save=True needs a folder")
         round_to_half_(model)  # measure the weights as stored
-        save_checkpoint(model, name, {"dataset": dataset, "arch": arch, "width": width, "num_classes": data.num_classes,
-                                      "attack": None, "attack_settings": None, "train": config.to_dict()},
-                        checkpoints, metrics={"ma": accuracy(model, data.test)}, train_seconds=seconds)
+        save_checkpoint(model, name, definition, checkpoints, metrics={"ma": accuracy(model, data.test)},
+                        train_seconds=seconds)
     return model, seconds
 
 

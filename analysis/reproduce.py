@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import DatasetSplits, load_dataset
+from .detection import check_reference_counts
 from .experiments import EXPERIMENTS, Study
 from .plotting import write_figure_html
 
@@ -105,6 +106,9 @@ def reproduce(
     for value, label in ((max_eval, "max_eval"), (defense_samples, "defense_samples"), (batch_size, "batch_size")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{label}: expected a positive integer or None, got {value!r}")
+    # before any model is trained: a class without enough reference samples would fail (or warn) only
+    # after minutes of training, at the first detection cell
+    check_reference_counts(data.reference.y, "reference", num_classes=data.num_classes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = Study(data, archs=tuple(archs), profile=profile, runs=runs, models_dir=out / "models",

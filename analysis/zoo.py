@@ -118,15 +118,27 @@ class VerifyResult:
 
 
 def verify(folder: str | Path = DEFAULT_DIR, tolerance: float = 0.005, data: DatasetSplits | None = None) -> list[VerifyResult]:
-    """Check each manifest entry: hash (on load), then MA and ASR re-measured within ``tolerance`` (fraction)."""
-    results = []
-    manifest = read_manifest(folder)
-    for name, entry in sorted(manifest["entries"].items()):
-        try:
-            model, entry, extra = load_checkpoint(name, folder)
-        except (ValueError, FileNotFoundError) as error:  # ChecksumError is a ValueError
-            results.append(VerifyResult(name, False, str(error)))
-            continue
+    """Check each manifest entry: hash (on load), then MA and ASR re-measured within ``tolerance`` (fraction).
+
+    One bad entry never stops the others: a missing file or manifest field, a file that is not
+    safetensors, a config that cannot rebuild the model or metrics that cannot be re-measured each
+    give that entry a failed :class:`VerifyResult` saying why.
+    """
+    from numbers import Real
+
+    from safetensors import SafetensorError
+
+    from .checkpoints import ChecksumError
+
+    if isinstance(tolerance, bool) or not isinstance(tolerance, Real) or not np.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance: expected a finite number >= 0 (a fraction, e.g. 0.005), got {tolerance!r}")
+
+    def one_line(error: BaseException) -> str:
+        text = error.args[0] if isinstance(error, KeyError) and error.args else error
+        text = " ".join(str(text).split())
+        return text if len(text) <= 300 else text[:297] + "..."
+
+    def measure(name: str, model, entry: dict, extra: dict) -> VerifyResult:
         config = entry["config"]
         split = data or load_dataset(config["dataset"])
         ma = float(np.mean(predict_classes(model, split.test) == split.test.y.numpy()))
@@ -136,13 +148,55 @@ def verify(folder: str | Path = DEFAULT_DIR, tolerance: float = 0.005, data: Dat
             attack.load_state_tensors(extra)
             poisoned = attack.poisoned_test_set(split.test)
             asr = float(np.mean(predict_classes(model, poisoned) == attack.target))
-        expected = entry.get("metrics", {})
+        expected = entry.get("metrics") or {}
         problems = [f"{key} {value:.4f} vs manifest {expected[key]:.4f}"
                     for key, value in (("ma", ma), ("asr", asr))
                     if key in expected and not np.isnan(value) and abs(value - expected[key]) > tolerance]
         message = "; ".join(problems) if problems else f"sha256 ok, MA {ma:.2%}" + (
             f", ASR {asr:.2%}" if not np.isnan(asr) else "")
-        results.append(VerifyResult(name, not problems, message))
+        return VerifyResult(name, not problems, message)
+
+    results = []
+    manifest = read_manifest(folder)
+    for name, entry in sorted(manifest["entries"].items()):
+        needed = ("file", "sha256", "config")
+        if not isinstance(entry, dict):
+            results.append(VerifyResult(name, False, f"manifest entry: expected an object with {list(needed)}, "
+                                                     f"got {type(entry).__name__}"))
+            continue
+        missing = [key for key in needed if key not in entry]
+        if missing:
+            results.append(VerifyResult(name, False, f"manifest entry lacks {missing} (expected {list(needed)}; "
+                                                     f"it has {sorted(entry)})"))
+            continue
+        try:
+            model, entry, extra = load_checkpoint(name, folder)
+        except (ChecksumError, FileNotFoundError) as error:
+            results.append(VerifyResult(name, False, str(error)))
+            continue
+        except SafetensorError as error:
+            results.append(VerifyResult(name, False, f"{entry['file']} is not a valid safetensors file "
+                                                     f"({one_line(error)})"))
+            continue
+        except OSError as error:
+            results.append(VerifyResult(name, False, f"cannot read {entry['file']}: {one_line(error)}"))
+            continue
+        except KeyError as error:
+            results.append(VerifyResult(name, False, f"config cannot rebuild the model: it lacks {one_line(error)!r} "
+                                                     "(needs 'arch', 'num_classes' and 'width')"))
+            continue
+        except (ValueError, TypeError, RuntimeError) as error:
+            results.append(VerifyResult(name, False, f"config cannot rebuild the model from {entry['file']}: "
+                                                     f"{type(error).__name__}: {one_line(error)}"))
+            continue
+        try:
+            results.append(measure(name, model, entry, extra))
+        except KeyError as error:
+            results.append(VerifyResult(name, False,
+                                        f"metrics cannot be re-measured: config lacks {one_line(error)!r}"))
+        except (ValueError, TypeError, RuntimeError, OSError) as error:
+            results.append(VerifyResult(name, False, f"metrics cannot be re-measured: {type(error).__name__}: "
+                                                     f"{one_line(error)}"))
     return results
 
 

@@ -2,8 +2,9 @@
 
 ``FeatureModel`` reads its "latent" features from the first row of channel 0: pixels
 0..K-1 hold a one-hot class (the head predicts it), pixels K..K+D-1 the feature vector
-that AC and SCAn see. So the clusters are known exactly: the poisoned inputs of the
-target class sit at a far-away point of feature space.
+that AC and SCAn see, stored as ``(feature + OFFSET) / SCALE`` so that pixels stay in [0, 1]
+(the images' contract) and decoded by the model. So the clusters are known exactly: the poisoned
+inputs of the target class sit at a far-away point of feature space.
 """
 import numpy as np
 import pytest
@@ -14,11 +15,13 @@ from analysis.data import LabeledImages
 from analysis.defenses import SCAn, ActivationClustering
 
 K, D, TARGET = 6, 8, 2
+OFFSET, SCALE = 10.0, 25.0  # features in (-10, 15) <-> pixels in (0, 1)
 
 
 class Slice(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, 0, 0, : K + D]
+        row = x[:, 0, 0, : K + D]
+        return torch.cat([row[:, :K], row[:, K:] * SCALE - OFFSET], 1)
 
 
 class FeatureModel(nn.Module):
@@ -42,7 +45,7 @@ TRIGGER_CENTRE = CENTRES[TARGET] + 6.0  # far from every benign centre
 def images(classes: np.ndarray, features: np.ndarray) -> torch.Tensor:
     x = torch.zeros(len(classes), 3, 32, 32)
     x[np.arange(len(classes)), 0, 0, classes] = 1.0
-    x[:, 0, 0, K : K + D] = torch.as_tensor(features, dtype=torch.float32)
+    x[:, 0, 0, K : K + D] = (torch.as_tensor(features, dtype=torch.float32) + OFFSET) / SCALE
     return x
 
 

@@ -7,6 +7,11 @@ from hypothesis import strategies as st
 
 from analysis.detection import LayerwiseDetector
 
+# The hand-computed cases use classes of 2 to 6 samples on purpose, small enough to follow by hand: the
+# detector warns (ReferenceWarning) that such classes give unreliable thresholds; tests/test_reference_classes.py
+# tests that warning.
+pytestmark = pytest.mark.filterwarnings("ignore::analysis.detection.ReferenceWarning")
+
 # Two reference samples (a, b) of class 0, L = 4 layers, 2-D features per layer.
 #   layer 1: a=[1,0] b=[0,1] -> centroid [.5,.5]  -> cos a = cos b = 1/sqrt(2)
 #   layer 2: a=[1,0] b=[1,1] -> centroid [1,.5]   -> cos a = 1/sqrt(1.25), cos b = 1.5/(sqrt(2) sqrt(1.25))

@@ -50,9 +50,9 @@ def test_scoring_hooks_only_the_needed_layers(small_run, digits, monkeypatch):
     requested = []
     original = detection.iter_features
 
-    def spy(model, data, layers, batch_size=256):
+    def spy(model, data, layers, batch_size=256, **options):
         requested.append(list(layers))
-        return original(model, data, layers, batch_size)
+        return original(model, data, layers, batch_size, **options)
 
     monkeypatch.setattr(detection, "iter_features", spy)
     detector.predict(small_run.model, digits.test)
@@ -65,8 +65,13 @@ def test_demo_command_with_a_checkpoint(tmp_path, small_run, digits):
     from analysis.checkpoints import save_checkpoint
     from analysis.cli import main
 
-    config = {"arch": "resnet18", "width": 16, "num_classes": 10, "dataset": "digits", "attack": "badnets"}
-    save_checkpoint(small_run.model, "digits-resnet18-badnets", config, tmp_path)
+    from analysis.attacks import BadNets
+    from analysis.pipeline import model_definition
+    from analysis.training import TrainConfig
+
+    # saved as what `demo` asks for (BadNets, the cpu profile, digits' training split): it is loaded, not trained
+    definition = model_definition("digits", "resnet18", 16, 10, BadNets(), TrainConfig.cpu("resnet18"), digits.train)
+    save_checkpoint(small_run.model, "digits-resnet18-badnets", definition, tmp_path)
     out = tmp_path / "report.html"
     assert main(["demo", "--checkpoints", str(tmp_path), "--out", str(out), "--no-progress"]) == 0
     html = out.read_text()

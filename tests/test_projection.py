@@ -64,9 +64,13 @@ class Tiny(nn.Module):
 
 
 def _images(channel_means: np.ndarray, rng) -> LabeledImages:
-    """Images [N, 3, 2, 2] whose channel c is constant at channel_means[:, c] plus a little noise."""
+    """Images [N, 3, 2, 2] whose channel c is constant at channel_means[:, c] plus a little noise.
+
+    Stored as pixels ``0.5 + value / 40`` so they stay in [0, 1] (the images' contract); the same affine
+    map on every pixel changes no PCA direction, variance share or separability below.
+    """
     x = np.repeat(np.repeat(channel_means[:, :, None, None], 2, 2), 2, 3) + rng.normal(0, 0.01, (len(channel_means), 3, 2, 2))
-    return LabeledImages(torch.tensor(x, dtype=torch.float32), torch.zeros(len(x), dtype=torch.long))
+    return LabeledImages(torch.tensor(0.5 + x / 40, dtype=torch.float32), torch.zeros(len(x), dtype=torch.long))
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..data import LabeledImages
+from ..validation import check_images
 
 
 @dataclass
@@ -104,10 +105,16 @@ class Attack(ABC):
 
     # -------------------------------------------------------------- shared
     def apply_trigger(self, x: torch.Tensor) -> torch.Tensor:
-        """The triggered version of a batch ``[B, C, H, W]`` in [0, 1] (input left unchanged)."""
+        """The triggered version of a batch ``[B, C, H, W]`` in [0, 1] (input left unchanged).
+
+        ``x`` must be a float tensor, channels first, with values in [0, 1]
+        (:func:`analysis.validation.check_images`): a uint8 or channels-last batch would get its trigger
+        stamped at the wrong scale or on the wrong axes.
+        """
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
             raise ValueError(f"x: expected a tensor of shape [B, C, H, W], got {shape}")
+        check_images(x, "x", allow_empty=True)
         self.check_image_size(x.shape[2], x.shape[3])
         return self._stamp(x.float()).clamp(0.0, 1.0)
 

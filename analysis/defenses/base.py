@@ -18,9 +18,10 @@ import torch
 import torch.nn as nn
 
 from ..data import LabeledImages
-from ..devices import evaluation_mode, model_device
+from ..devices import evaluation_mode, model_device, model_dtype
 from ..detection import Detection
 from ..features import capture, predict_classes, resolve_layers
+from ..validation import check_images
 
 Images = LabeledImages | torch.Tensor | np.ndarray
 
@@ -44,6 +45,10 @@ class Defense:
         self._check_fitted()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        if model_dtype(model) != torch.float32:
+            raise ValueError(f"model: the baseline defenses run float32 models, got {type(model).__name__} with "
+                             f"{model_dtype(model)} parameters; pass a float32 model "
+                             f"(model.float() converts it in place; copy.deepcopy(model).float() leaves it as it is)")
         self._check_settings()
         scores, flagged = self._detect(model, as_images(x, "x"))
         return np.asarray(scores, dtype=np.float64), np.asarray(flagged, dtype=bool)
@@ -75,21 +80,8 @@ class Defense:
 
 # ---------------------------------------------------------------------- checks
 def as_images(x: Images, name: str = "x") -> torch.Tensor:
-    """Images as a float32 tensor ``[N, C, H, W]``; raises on other shapes, N = 0, NaN or inf."""
-    if isinstance(x, LabeledImages):
-        images = x.x
-    elif isinstance(x, (torch.Tensor, np.ndarray)):
-        images = torch.as_tensor(x)
-    else:
-        raise TypeError(f"{name}: expected LabeledImages, a tensor or an array of images, got {type(x).__name__}")
-    if images.ndim != 4:
-        raise ValueError(f"{name}: expected images of shape [N, C, H, W], got shape {tuple(images.shape)}")
-    if len(images) == 0:
-        raise ValueError(f"{name}: got no images (N = 0)")
-    images = images.float()
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name}: contains NaN or inf")
-    return images
+    """Images as a float32 tensor ``[N, C, H, W]`` in [0, 1]; anything else raises (:func:`analysis.validation.check_images`)."""
+    return check_images(x, name).float()
 
 
 def check_labeled(data: Any, name: str, min_size: int = 1) -> LabeledImages:

@@ -1,0 +1,96 @@
+"""The input contract, checked in one place: what images the toolkit accepts, and the error when they are not.
+
+Every image that enters the toolkit, as :class:`analysis.data.LabeledImages`, as a tensor given to
+a detector, a defense or an attack, goes through :func:`check_images`:
+
+* a 4-D batch ``[N, C, H, W]`` (channels first), N >= 1;
+* a floating-point dtype (``uint8`` images, 0-255, are refused: divide by 255, or use
+  :func:`analysis.data.images_from_uint8_nhwc`);
+* values in ``[0, 1]`` (images normalised with a mean and std, or to [-1, 1], are refused: a model
+  that expects normalised inputs normalises inside its ``forward``);
+* no NaN or inf;
+* where a detector was fitted, the same ``C, H, W`` as its reference images.
+
+Each failure names the argument, what was expected and what was given, because every one of them
+would otherwise run through and return a wrong answer: 0-255 images are flagged as poisoned
+wholesale, a channels-last batch gets a trigger stamped on the wrong axes.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+#: Tolerance on the [0, 1] range: bilinear resizing and float arithmetic may leave values a hair outside.
+RANGE_TOLERANCE = 1e-5
+
+
+def describe(value: object) -> str:
+    """A short description of an argument for error messages: type, shape and dtype of arrays."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return type(value).__name__
+
+
+def check_images(
+    x: Any,
+    name: str = "x",
+    *,
+    image_shape: Sequence[int] | None = None,
+    allow_empty: bool = False,
+) -> torch.Tensor:
+    """``x`` (LabeledImages, tensor or array) as a floating tensor ``[N, C, H, W]`` in [0, 1], or a ValueError.
+
+    ``image_shape`` ``(C, H, W)``: the shape the images must have (e.g. what a detector was fitted on).
+    The tensor is returned as given (no copy) when it is already a floating tensor; arrays are converted.
+    """
+    from .data import LabeledImages
+
+    if isinstance(x, LabeledImages):
+        images = x.x
+    elif isinstance(x, torch.Tensor):
+        images = x
+    elif isinstance(x, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(x)) if x.dtype != object else None
+        if images is None:
+            raise TypeError(f"{name}: expected numeric images, got an object array")
+    else:
+        raise TypeError(f"{name}: expected LabeledImages, a tensor or an array of images, got {type(x).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"{name}: expected images of shape [N, C, H, W], got shape {tuple(images.shape)}")
+    if len(images) == 0 and not allow_empty:
+        raise ValueError(f"{name}: got no images (N = 0)")
+    if images.shape[1] not in (1, 3) and images.shape[3] in (1, 3):
+        raise ValueError(
+            f"{name}: expected channels first [N, C, H, W], got shape {tuple(images.shape)}, which looks like "
+            f"channels last [N, H, W, C]; pass x.permute(0, 3, 1, 2) (uint8 arrays: "
+            f"analysis.data.images_from_uint8_nhwc)")
+    if not images.is_floating_point():
+        low, high = _extremes(images)
+        raise ValueError(
+            f"{name}: expected floating-point images with values in [0, 1], got dtype {images.dtype} (values "
+            f"{low:g} to {high:g}); divide 8-bit images by 255 (uint8 [N, H, W, C] arrays: "
+            f"analysis.data.images_from_uint8_nhwc)")
+    if len(images) == 0:
+        return images
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name}: contains NaN or inf")
+    low, high = _extremes(images)
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        hint = ("they look like 0-255 pixel values: divide by 255" if low >= 0 and high > 1.5 else
+                "they look normalised (mean/std or [-1, 1]): pass the [0, 1] images; a model that expects "
+                "normalised inputs should normalise inside its forward()" if low < 0 else
+                "pixel values must lie in [0, 1]")
+        raise ValueError(f"{name}: expected values in [0, 1], got values from {low:.4g} to {high:.4g}; {hint}")
+    if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"{name}: expected images of shape [N, {', '.join(map(str, image_shape))}] (the shape the "
+                         f"detector was fitted on), got [N, {', '.join(map(str, images.shape[1:]))}]")
+    return images
+
+
+def _extremes(images: torch.Tensor) -> tuple[float, float]:
+    if images.dtype == torch.bool:
+        images = images.to(torch.uint8)
+    low, high = torch.aminmax(images)
+    return float(low), float(high)
