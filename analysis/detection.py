@@ -23,6 +23,17 @@ Deviations from the paper, all documented and optional:
 * ``score_layers`` replaces LOI-2..LOI by fixed layers for every class (Table 6);
 * ``metric="euclidean"`` sums Euclidean distances instead and flags scores above
   ``mu + tau * sigma`` (Table 8); the LOI is still located with cosine similarity.
+* ``score="trajectory"`` (not in the paper) scores the whole trajectory instead of the sum at
+  LOI-2..LOI: each layer's cosine similarity is standardised by the predicted class's reference mean
+  and std at that layer (std floored at :data:`TRAJECTORY_STD_FLOOR`), and the input's score is the
+  squared Mahalanobis distance of that vector of z-scores, under one covariance of all classes'
+  reference z-vectors (Ledoit-Wolf shrinkage); flagged above ``mu + tau * sigma`` of the reference
+  distances of all classes pooled (the z-scores put every class on one scale; a class's own handful
+  of distances would estimate mu and sigma poorly). It reads a divergence at whichever layer it happens, where the LOI rule can
+  pick a layer at which the poisoned inputs have already converged (MobileNetV2 + Blended on digits).
+  The reference distances are in-sample (the same samples fit the means and covariance), so they
+  are a little smaller than those of new benign inputs; ``benchmarks/recent_detectors.py`` measures
+  the resulting FPR.
 * ``spread="mad"`` (not in the paper) takes ``mu_`` = median and ``sigma_`` = 1.4826 × the
   median absolute deviation of the reference scores: with a handful of reference samples per
   class, one atypical benign image can inflate the standard deviation and lower the threshold
@@ -41,9 +52,14 @@ import torch.nn as nn
 from .data import LabeledImages
 from .features import iter_features, paper_layers
 from .similarity import as_float64, cosine_to, euclidean_to
-from .validation import check_images
+from .validation import NotFittedError, check_images
 
 Metric = Literal["cosine", "euclidean"]
+Score = Literal["sum", "trajectory"]
+
+#: ``score="trajectory"``: floor of a layer's reference std of cosine similarity, so that a layer at which a
+#: class's reference samples agree exactly does not turn every small deviation into an infinite z-score.
+TRAJECTORY_STD_FLOOR = 1e-3
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -100,6 +116,9 @@ class LayerwiseDetector:
     unknown_class : what to do with an input predicted as a class that had no reference
         samples: ``"raise"`` (default), ``"flag"`` (score NaN, flagged) or ``"ignore"``
         (score NaN, not flagged).
+    score : ``"sum"`` (paper: summed similarity at LOI-2..LOI, or at ``score_layers``) or
+        ``"trajectory"`` (not in the paper: Mahalanobis distance of the per-layer standardised
+        similarities over all L layers, or over ``score_layers``; higher = more suspicious; cosine only).
 
     Learned attributes: ``n_layers_``, ``classes_``, ``layer_names_`` and ``input_shape_`` (the reference
     images' ``(C, H, W)``, which inputs must match; both None after :meth:`fit_features`), ``centroids_`` (class -> list of L tensors [D_l]),
@@ -107,7 +126,9 @@ class LayerwiseDetector:
     cosine similarity to its own class's centroids), ``reference_distance_`` (the same in
     Euclidean distance, or None for cosine),
     ``mean_similarity_`` (class -> [L]), ``loi_`` (class -> layer), ``score_layers_``
-    (class -> tuple of layers), ``reference_scores_`` (class -> [m]), ``mu_``, ``sigma_``.
+    (class -> tuple of layers), ``reference_scores_`` (class -> [m]), ``mu_``, ``sigma_``; for
+    ``score="trajectory"`` also ``trajectory_mean_`` and ``trajectory_std_`` (class -> [K], over the K
+    scored layers) and ``trajectory_precision_`` ``[K, K]``.
     """
 
     def __init__(
@@ -119,8 +140,10 @@ class LayerwiseDetector:
         batch_size: int = 256,
         unknown_class: Literal["raise", "flag", "ignore"] = "raise",
         spread: Literal["std", "mad"] = "std",
+        score: Score = "sum",
     ) -> None:
         self.tau = tau
+        self.score = score
         self.spread = spread
         self.metric = metric
         self.layers = layers
@@ -135,6 +158,11 @@ class LayerwiseDetector:
         self._tau(None)
         if self.spread not in ("std", "mad"):
             raise ValueError(f"spread: expected 'std' or 'mad', got {self.spread!r}")
+        if self.score not in ("sum", "trajectory"):
+            raise ValueError(f"score: expected 'sum' or 'trajectory', got {self.score!r}")
+        if self.score == "trajectory" and self.metric != "cosine":
+            raise ValueError(f"score: 'trajectory' standardises cosine similarities; it needs metric='cosine', "
+                             f"got metric={self.metric!r}")
         if self.unknown_class not in ("raise", "flag", "ignore"):
             raise ValueError(f"unknown_class: expected 'raise', 'flag' or 'ignore', got {self.unknown_class!r}")
         if self.batch_size < 1:
@@ -145,30 +173,21 @@ class LayerwiseDetector:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "mu_"):
-            raise RuntimeError("this LayerwiseDetector is not fitted yet: call fit(model, reference) or fit_features(...)")
+            raise NotFittedError("this LayerwiseDetector is not fitted yet: call fit(model, reference) or fit_features(...)")
 
     # ------------------------------------------------------------------ fitting
     def fit_features(self, features: Sequence[ArrayLike], labels: ArrayLike) -> "LayerwiseDetector":
-        """Fit on precomputed reference features: L arrays ``[N, D_l]`` in layer order, true labels ``[N]``."""
+        """Fit on precomputed reference features: L arrays ``[N, D_l]`` in layer order, true labels ``[N]``.
+
+        The same computation as :meth:`fit` (:meth:`_reference_similarities`), on one block of features.
+        """
         self._check_settings()
         labels_np = _as_labels(labels, "labels")
         feats = _check_feature_list(features, len(labels_np), expected_layers=None)
         if any(f is None for f in feats):
             raise ValueError("features: fit_features needs an array for every layer, got None")
-        classes = _check_reference_classes(labels_np)
-        centroids = {
-            int(t): [as_float64(f)[torch.as_tensor(labels_np == t, device=_device_of(f))].mean(0) for f in feats]
-            for t in classes
-        }
-        cos = np.zeros((len(labels_np), len(feats)))
-        dist = np.zeros_like(cos) if self.metric == "euclidean" else None
-        for t in classes:
-            rows = np.flatnonzero(labels_np == t)
-            for i, f in enumerate(feats):
-                sub = as_float64(f)[torch.as_tensor(rows, device=_device_of(f))]
-                cos[rows, i] = cosine_to(sub, centroids[int(t)][i]).cpu().numpy()
-                if dist is not None:
-                    dist[rows, i] = euclidean_to(sub, centroids[int(t)][i]).cpu().numpy()
+        centroids, cos, dist = self._reference_similarities(lambda: iter([(0, feats)]), labels_np,
+                                                            [f"features[{i}]" for i in range(len(feats))])
         self.layer_names_, self.input_shape_ = None, None
         return self._fit_from_similarities(centroids, labels_np, cos, dist)
 
@@ -185,31 +204,49 @@ class LayerwiseDetector:
         labels_np = _as_labels(reference.y, "reference.y")
         if len(labels_np) == 0:
             raise ValueError("reference: got no samples")
-        classes = _check_reference_classes(labels_np)
-        sums: dict[int, list[torch.Tensor | float]] = {int(t): [0.0] * len(names) for t in classes}
-        for start, (feats, _) in _batched(model, reference.x, names, self.batch_size):
-            y = labels_np[start : start + len(feats[0])]
-            for i, f in enumerate(feats):
-                _check_finite(f, f"features of layer {i + 1} ({names[i]})")
-                f64 = f.to(torch.float64)
-                for t in np.unique(y):
-                    sums[int(t)][i] = sums[int(t)][i] + f64[torch.as_tensor(y == t, device=f.device)].sum(0)
-        counts = {int(t): int(np.sum(labels_np == t)) for t in classes}
-        centroids = {t: [s / counts[t] for s in per_layer] for t, per_layer in sums.items()}
-        cos = np.zeros((len(labels_np), len(names)))
-        dist = np.zeros_like(cos) if self.metric == "euclidean" else None
-        for start, (feats, _) in _batched(model, reference.x, names, self.batch_size):
-            y = labels_np[start : start + len(feats[0])]
-            for t in np.unique(y):
-                rows = np.flatnonzero(y == t)
-                for i, f in enumerate(feats):
-                    sub = f[torch.as_tensor(rows, device=f.device)]
-                    cos[start + rows, i] = cosine_to(sub, centroids[int(t)][i]).cpu().numpy()
-                    if dist is not None:
-                        dist[start + rows, i] = euclidean_to(sub, centroids[int(t)][i]).cpu().numpy()
+
+        def batches():
+            return ((start, feats) for start, (feats, _) in _batched(model, reference.x, names, self.batch_size))
+
+        centroids, cos, dist = self._reference_similarities(
+            batches, labels_np, [f"features of layer {i + 1} ({name})" for i, name in enumerate(names)])
         self.layer_names_ = names
         self.input_shape_ = tuple(reference.x.shape[1:])
         return self._fit_from_similarities(centroids, labels_np, cos, dist)
+
+    def _reference_similarities(
+        self, batches, labels: np.ndarray, layer_names: Sequence[str]
+    ) -> tuple[dict[int, list[torch.Tensor]], np.ndarray, np.ndarray | None]:
+        """Centroids (Definition 1) and each reference sample's similarity to its class's (Definition 2).
+
+        ``batches()`` yields ``(start row, [L feature blocks [B, D_l]])`` and is called twice: class sums
+        first, then similarities, so features are streamed, never held whole. Sums are float64, on the
+        features' device unless it has no float64 (Apple MPS: then on the CPU). Returns ``centroids``
+        (class -> L float64 tensors ``[D_l]``), ``cos`` ``[N, L]`` and ``dist`` ``[N, L]`` (None for cosine).
+        """
+        classes = _check_reference_classes(labels)
+        sums: dict[int, list[torch.Tensor | float]] = {int(t): [0.0] * len(layer_names) for t in classes}
+        for start, feats in batches():
+            y = labels[start : start + len(feats[0])]
+            for i, f in enumerate(feats):
+                _check_finite(f, layer_names[i])
+                f64 = as_float64(f, layer_names[i])
+                for t in np.unique(y):
+                    sums[int(t)][i] = sums[int(t)][i] + f64[torch.as_tensor(y == t, device=f64.device)].sum(0)
+        counts = {int(t): int(np.sum(labels == t)) for t in classes}
+        centroids = {t: [total / counts[t] for total in per_layer] for t, per_layer in sums.items()}
+        cos = np.zeros((len(labels), len(layer_names)))
+        dist = np.zeros_like(cos) if self.metric == "euclidean" else None
+        for start, feats in batches():
+            y = labels[start : start + len(feats[0])]
+            for t in np.unique(y):
+                rows = np.flatnonzero(y == t)
+                for i, f in enumerate(feats):
+                    sub = f[torch.as_tensor(rows, device=f.device)] if isinstance(f, torch.Tensor) else np.asarray(f)[rows]
+                    cos[start + rows, i] = cosine_to(sub, centroids[int(t)][i]).cpu().numpy()
+                    if dist is not None:
+                        dist[start + rows, i] = euclidean_to(sub, centroids[int(t)][i]).cpu().numpy()
+        return centroids, cos, dist
 
     def _fit_from_similarities(
         self, centroids: dict, labels: np.ndarray, cos: np.ndarray, dist: np.ndarray | None
@@ -234,9 +271,18 @@ class LayerwiseDetector:
             rows = labels == t
             self.mean_similarity_[t] = cos[rows].mean(0)
             self.loi_[t] = layer_of_interest(self.mean_similarity_[t])
+            if self.score == "trajectory":
+                self.score_layers_[t] = fixed or tuple(range(1, n_layers + 1))
+                continue
             self.score_layers_[t] = fixed or (self.loi_[t] - 2, self.loi_[t] - 1, self.loi_[t])
-            scores = values[rows][:, [layer - 1 for layer in self.score_layers_[t]]].sum(1)
-            self.reference_scores_[t] = scores
+            self.reference_scores_[t] = values[rows][:, [layer - 1 for layer in self.score_layers_[t]]].sum(1)
+        if self.score == "trajectory":
+            self._fit_trajectory(cos, labels)
+        pooled = np.concatenate([self.reference_scores_[t] for t in self.classes_.tolist()])
+        for t in self.classes_.tolist():
+            # trajectory distances are on one scale for every class (standardised per class and layer), so mu and
+            # sigma are estimated from all classes' reference distances together, not from a handful per class
+            scores = pooled if self.score == "trajectory" else self.reference_scores_[t]
             if self.spread == "std":
                 self.mu_[t] = float(scores.mean())
                 self.sigma_[t] = float(scores.std(ddof=0))
@@ -245,6 +291,34 @@ class LayerwiseDetector:
                 self.sigma_[t] = float(MAD_TO_STD * np.median(np.abs(scores - self.mu_[t])))
         _warn_degenerate_spread(self.mu_, self.sigma_)
         return self
+
+    def _fit_trajectory(self, cos: np.ndarray, labels: np.ndarray) -> None:
+        """``score="trajectory"``: per class and scored layer, the reference mean and std; one pooled precision."""
+        from sklearn.covariance import LedoitWolf
+
+        self.trajectory_mean_, self.trajectory_std_ = {}, {}
+        z_rows = np.zeros((len(labels), len(next(iter(self.score_layers_.values())))))
+        for t in self.classes_.tolist():
+            rows = labels == t
+            values = cos[rows][:, [layer - 1 for layer in self.score_layers_[t]]]
+            self.trajectory_mean_[t] = values.mean(0)
+            self.trajectory_std_[t] = np.maximum(values.std(0), TRAJECTORY_STD_FLOOR)
+            z_rows[rows] = (values - self.trajectory_mean_[t]) / self.trajectory_std_[t]
+        # each class's z-vectors are centred by construction: pool them around 0
+        self.trajectory_precision_ = LedoitWolf(assume_centered=True).fit(z_rows).precision_
+        for t in self.classes_.tolist():
+            z = z_rows[labels == t]
+            self.reference_scores_[t] = np.einsum("ij,jk,ik->i", z, self.trajectory_precision_, z)
+
+    def _trajectory_scores(self, similarity: np.ndarray, t: int) -> np.ndarray:
+        """Squared Mahalanobis distances ``[n]`` of similarities ``[n, K]`` (the scored layers) for class ``t``."""
+        z = (similarity - self.trajectory_mean_[t]) / self.trajectory_std_[t]
+        return np.einsum("ij,jk,ik->i", z, self.trajectory_precision_, z)
+
+    @property
+    def _higher_is_suspicious(self) -> bool:
+        """Whether the score grows with suspicion (Euclidean distances, trajectory distances), not with normality."""
+        return self.metric == "euclidean" or self.score == "trajectory"
 
     def with_score_layers(self, score_layers: Sequence[int] | None) -> "LayerwiseDetector":
         """A new detector with these ``score_layers`` (None: the LOI rule), fitted on this one's reference samples.
@@ -263,7 +337,8 @@ class LayerwiseDetector:
     def get_params(self) -> dict:
         """The constructor's settings (as scikit-learn's ``get_params``)."""
         return {"tau": self.tau, "metric": self.metric, "layers": self.layers, "score_layers": self.score_layers,
-                "batch_size": self.batch_size, "unknown_class": self.unknown_class, "spread": self.spread}
+                "batch_size": self.batch_size, "unknown_class": self.unknown_class, "spread": self.spread,
+                "score": self.score}
 
     # ------------------------------------------------------------------ scoring
     def _score_block(self, feats: Sequence[ArrayLike | None], predicted: np.ndarray) -> np.ndarray:
@@ -280,12 +355,12 @@ class LayerwiseDetector:
                     )
                 continue
             rows = np.flatnonzero(predicted == t)
-            total = np.zeros(len(rows))
-            for layer in self.score_layers_[t]:
+            per_layer = np.zeros((len(rows), len(self.score_layers_[t])))
+            for k, layer in enumerate(self.score_layers_[t]):
                 f = feats[layer - 1]
                 sub = f[torch.as_tensor(rows, device=f.device)] if isinstance(f, torch.Tensor) else np.asarray(f)[rows]
-                total += measure(sub, self.centroids_[t][layer - 1]).cpu().numpy()
-            scores[rows] = total
+                per_layer[:, k] = measure(sub, self.centroids_[t][layer - 1]).cpu().numpy()
+            scores[rows] = self._trajectory_scores(per_layer, t) if self.score == "trajectory" else per_layer.sum(1)
         return scores
 
     def _tau(self, tau: float | None) -> float:
@@ -311,7 +386,7 @@ class LayerwiseDetector:
         mu = np.array([self.mu_.get(int(t), np.nan) for t in predicted_np])
         sigma = np.array([self.sigma_.get(int(t), np.nan) for t in predicted_np])
         with np.errstate(invalid="ignore"):
-            flagged = scores_np < mu - tau * sigma if self.metric == "cosine" else scores_np > mu + tau * sigma
+            flagged = scores_np > mu + tau * sigma if self._higher_is_suspicious else scores_np < mu - tau * sigma
         unknown = np.isnan(mu)
         if unknown.any():
             if self.unknown_class == "raise":
@@ -320,19 +395,19 @@ class LayerwiseDetector:
         return flagged
 
     def thresholds(self, tau: float | None = None) -> dict[int, float]:
-        """Per class, the score beyond which an input is flagged (mu - tau sigma, or + for euclidean).
+        """Per class, the score beyond which an input is flagged (mu - tau sigma; mu + tau sigma for Euclidean and trajectory scores).
 
         ``tau`` overrides ``self.tau`` (as in :meth:`flag_scores`).
         """
         self._check_fitted()
         tau = self._tau(tau)
-        sign = -1.0 if self.metric == "cosine" else 1.0
+        sign = 1.0 if self._higher_is_suspicious else -1.0
         return {t: self.mu_[t] + sign * tau * self.sigma_[t] for t in self.mu_}
 
     def suspicion(self, scores: ArrayLike, predicted: ArrayLike) -> np.ndarray:
         """Scores standardised by the predicted class's reference mu and sigma, signed so that higher = more suspicious.
 
-        ``(mu_c - score) / sigma_c`` for cosine, ``(score - mu_c) / sigma_c`` for euclidean (sigma floored
+        ``(mu_c - score) / sigma_c`` for cosine sums, ``(score - mu_c) / sigma_c`` for Euclidean and trajectory scores (sigma floored
         at 1e-12); NaN for a class without reference samples. An input is flagged at ``tau`` exactly
         when its suspicion exceeds ``tau`` (for sigma > 0), so one threshold on this scale serves every
         class: it is the score behind AUROC and ROC curves.
@@ -342,7 +417,7 @@ class LayerwiseDetector:
         predicted_np = _as_labels(predicted, "predicted")
         mu = np.array([self.mu_.get(int(t), np.nan) for t in predicted_np])
         sigma = np.array([self.sigma_.get(int(t), np.nan) for t in predicted_np])
-        sign = -1.0 if self.metric == "cosine" else 1.0
+        sign = 1.0 if self._higher_is_suspicious else -1.0
         return sign * (scores_np - mu) / np.maximum(sigma, 1e-12)
 
     def score_features(self, features: Sequence[ArrayLike], predicted: ArrayLike) -> np.ndarray:
@@ -429,10 +504,6 @@ class LayerwiseDetector:
 
 
 # ---------------------------------------------------------------------- helpers
-def _device_of(values: ArrayLike) -> torch.device:
-    return values.device if isinstance(values, torch.Tensor) else torch.device("cpu")
-
-
 def _batched(model: nn.Module, images: torch.Tensor, names: Sequence[str], batch_size: int):
     """``(start, (features, logits))`` per batch; the layers must be listed in forward order (the LOI rule reads them so)."""
     start = 0
@@ -484,7 +555,7 @@ def _check_reference_classes(labels: np.ndarray) -> np.ndarray:
     """The classes of the reference labels, after :func:`check_reference_counts`."""
     if len(labels) == 0:
         raise ValueError("labels: got no reference samples")
-    check_reference_counts(labels, "labels", stacklevel=4)  # the warning points at the caller of fit
+    check_reference_counts(labels, "labels", stacklevel=5)  # the warning points at the caller of fit
     return np.unique(labels)
 
 

@@ -27,6 +27,7 @@ from .checkpoints import DEFAULT_DIR, has_checkpoint
 from .data import DatasetSplits, LabeledImages, stratified_fraction
 from .detection import LayerwiseDetector
 from .features import paper_layers, predict_classes
+from .metrics import attack_metrics, attack_success_rate, main_accuracy
 from .pipeline import AttackedModel, attacked_model
 from .projection import fig1_pca
 from .training import TrainConfig
@@ -36,6 +37,16 @@ PROFILES: dict[str, Callable[[str], TrainConfig]] = {
     "cpu": lambda arch: TrainConfig.cpu(arch),
     "paper": lambda arch: TrainConfig.paper(arch),
 }
+
+#: Registered attacks that are no column of the per-attack tables: the adaptive attack has its own (Table 7).
+OWN_TABLE_ATTACKS = ("adaptive",)
+
+
+def default_attacks() -> tuple[str, ...]:
+    """The attacks the per-attack experiments run by default: every registered attack (the paper's first,
+    in its order, then any other, so a newly registered attack needs no edit here) but :data:`OWN_TABLE_ATTACKS`."""
+    ordered = [a for a in paper.ATTACKS if a in ATTACKS] + [a for a in ATTACKS if a not in paper.ATTACKS]
+    return tuple(a for a in ordered if a not in OWN_TABLE_ATTACKS)
 
 
 @dataclass
@@ -53,7 +64,7 @@ class Study:
     models_dir: Path = Path("results/models")
     zoo_dir: Path | None = DEFAULT_DIR
     progress: bool = True
-    attacks: tuple[str, ...] = field(default_factory=lambda: tuple(a for a in paper.ATTACKS if a in ATTACKS))
+    attacks: tuple[str, ...] = field(default_factory=default_attacks)  # read when the Study is made
     train_subset: int | None = None  # train on a seeded, stratified subset of this many images
     epochs: int | None = None  # override the profile's epochs
     batch_size: int | None = None  # override the profile's batch size
@@ -173,9 +184,14 @@ def build_detector(name: str, seed: int = 0, **settings):
     return build_defense(base, **{**extra, **settings})
 
 
+def _base(name: str) -> str:
+    """The registered defense behind a detector name (a :data:`VARIANTS` row's base, else the name)."""
+    return VARIANTS.get(name, (name, {}))[0]
+
+
 def _paper_cell(table: dict, name: str, attack: str) -> tuple[float, float]:
-    base = VARIANTS.get(name, (name, {}))[0]
-    return table.get(base, {}).get(attack, (np.nan, np.nan))
+    """``(TPR, FPR)`` of detector ``name`` on ``attack`` in a Table 1/2 dict, NaN where absent (for :mod:`analysis.apps.defenses`)."""
+    return table.get(_base(name), {}).get(attack, (np.nan, np.nan))
 
 
 def run_detector(detector, model, reference: LabeledImages, benign: LabeledImages, poisoned: LabeledImages,
@@ -216,10 +232,6 @@ def _summary(results: list[dict]) -> dict[str, float]:
     return out
 
 
-def _paper_table(arch: str) -> dict:
-    return paper.TABLE1_CIFAR10 if arch == "resnet18" else paper.TABLE2_GTSRB
-
-
 # ---------------------------------------------------------------------- Table 3
 def trigger_psnr(attack, test: LabeledImages, poisoned_test: LabeledImages) -> float:
     """Mean PSNR (dB, pixels in [0, 1]) of the triggered images against their benign versions (MSE floored at 1e-12: an identical image counts as 120 dB)."""
@@ -235,25 +247,23 @@ def table3_attacks(study: Study) -> tuple[pd.DataFrame, list]:
     """
     rows = []
     for arch in study.archs:
-        bench = "cifar10-resnet18" if arch == "resnet18" else "gtsrb-mobilenetv2"
         clean, clean_seconds = study.clean(arch)
-        clean_ma = float(np.mean(predict_classes(clean, study.data.test) == study.data.test.y.numpy())) * 100
+        clean_ma = attack_metrics(clean, study.data.test)["ma"] * 100
         rows.append({"arch": arch, "attack": "clean", "MA": clean_ma, "train_s": clean_seconds})
         for attack in study.attacks:
             run = study.model(arch, attack)
             detector = LayerwiseDetector().fit(run.model, run.data.reference)
             found_b, found_p = detector.detect(run.model, run.data.test), detector.detect(run.model, run.poisoned_test)
-            paper_ma, paper_asr = paper.TABLE3[bench][attack]
-            paper_tpr, paper_fpr = _paper_table(arch)["layerwise"][attack]
-            ma = float(np.mean(found_b.predicted == run.data.test.y.numpy())) * 100
+            ma = main_accuracy(found_b.predicted, run.data.test.y.numpy()) * 100
             rows.append({"arch": arch, "attack": attack, "MA": ma, "MA_vs_clean": ma - clean_ma,
-                         "ASR": float(np.mean(found_p.predicted == run.attack.target)) * 100,
+                         "ASR": attack_success_rate(found_p.predicted, run.attack.target) * 100,
                          "train_s": run.train_seconds, "LOI": detector.loi_[run.attack.target],
                          "PSNR_dB": trigger_psnr(run.attack, run.data.test, run.poisoned_test),
                          "bit_acc": run.attack.quality(run.data.test)["bit_accuracy"] * 100
                          if hasattr(run.attack, "quality") else np.nan,
                          "TPR": found_p.flagged.mean() * 100, "FPR": found_b.flagged.mean() * 100,
-                         "paper_MA": paper_ma, "paper_ASR": paper_asr, "paper_TPR": paper_tpr, "paper_FPR": paper_fpr})
+                         **paper.paper_columns("table3", arch, attack),
+                         **paper.paper_columns("tables12", arch, attack, "layerwise")})
     return pd.DataFrame(rows), []
 
 
@@ -282,10 +292,9 @@ def tables12_detection(study: Study, defenses: tuple[str, ...] | None = None) ->
                     results[name].append(run_detector(detector, run.model, reference, benign, poisoned,
                                                       train=run.data.train))
             for name in defenses:
-                ptpr, pfpr = _paper_cell(_paper_table(arch), name, attack)
                 rows.append({"arch": arch, "attack": attack, "defense": name, **_summary(results[name]),
                              "runs": study.runs, "n_benign": len(benign), "n_poisoned": len(poisoned),
-                             "paper_TPR": ptpr, "paper_FPR": pfpr})
+                             **paper.paper_columns("tables12", arch, attack, _base(name))})
     table = pd.DataFrame(rows)
     return table, [(f"fig9_10_stability_{arch}", stability_figure(table[table.arch == arch], arch))
                    for arch in study.archs]
@@ -316,12 +325,11 @@ def table4_rates(study: Study, rates: tuple[float, ...] = (0.01, 0.03, 0.05, 0.1
         run = study.model(arch, "badnets", name=name, rate=rate)
         detector = LayerwiseDetector().fit(run.model, run.data.reference)
         found_p, found_b = detector.detect(run.model, run.poisoned_test), detector.detect(run.model, run.data.test)
-        ma, asr, ptpr, pfpr = paper.TABLE4_RATES[rate]
         rows.append({"arch": arch, "rate": rate * 100,
-                     "MA": float(np.mean(found_b.predicted == run.data.test.y.numpy())) * 100,
-                     "ASR": float(np.mean(found_p.predicted == run.attack.target)) * 100,
+                     "MA": main_accuracy(found_b.predicted, run.data.test.y.numpy()) * 100,
+                     "ASR": attack_success_rate(found_p.predicted, run.attack.target) * 100,
                      "TPR": found_p.flagged.mean() * 100, "FPR": found_b.flagged.mean() * 100,
-                     "paper_MA": ma, "paper_ASR": asr, "paper_TPR": ptpr, "paper_FPR": pfpr})
+                     **paper.paper_columns("table4", arch, "badnets", at=rate)})
     return pd.DataFrame(rows), []
 
 
@@ -356,10 +364,8 @@ def table5_features(study: Study) -> tuple[pd.DataFrame, list]:
                     detector = build_detector(defense, seed=r, **settings)
                     results.append(run_detector(detector, run.model, reference, benign, poisoned,
                                                 train=run.data.train))
-                p = paper.TABLE5_FEATURES[VARIANTS.get(defense, (defense, {}))[0]]
                 rows.append({"arch": arch, "defense": defense, "features": kind, **_summary(results),
-                             "paper_TPR": p[0] if kind == "latent" else p[1],
-                             "paper_FPR": p[2] if kind == "latent" else p[3]})
+                             **paper.paper_columns("table5", arch, "badnets", _base(defense), at=kind)})
     return pd.DataFrame(rows), []
 
 
@@ -381,11 +387,8 @@ def table6_single_layers(study: Study) -> tuple[pd.DataFrame, list]:
         for layer in list(range(1, n_layers + 1)) + ["ours"]:
             detector = ours if layer == "ours" else LayerwiseDetector(score_layers=[layer]).fit(run.model, run.data.reference)
             tpr, fpr = _layerwise_rates(detector, run.model, run.data.test, run.poisoned_test)
-            p = paper.TABLE6_SINGLE_LAYER[attack]
-            ptpr = p["ours_tpr"] if layer == "ours" else (p["tpr"][layer - 1] if layer <= len(p["tpr"]) else np.nan)
-            pfpr = p["ours_fpr"] if layer == "ours" else (p["fpr"][layer - 1] if layer <= len(p["fpr"]) else np.nan)
             rows.append({"arch": arch, "attack": attack, "layer": str(layer), "loi": ours.loi_[run.attack.target],
-                         "TPR": tpr, "FPR": fpr, "paper_TPR": ptpr, "paper_FPR": pfpr})
+                         "TPR": tpr, "FPR": fpr, **paper.paper_columns("table6", arch, attack, at=layer)})
     return pd.DataFrame(rows), []
 
 
@@ -399,15 +402,13 @@ def table7_adaptive(study: Study, betas: tuple[float, ...] = paper.ADAPTIVE_BETA
     for arch in study.archs:
         for beta in betas:
             run = study.model(arch, "adaptive", name=adaptive_name(study.data.name, arch, beta), beta=beta)
-            row = {"arch": arch, "beta": beta,
-                   "MA": float(np.mean(predict_classes(run.model, run.data.test) == run.data.test.y.numpy())) * 100,
-                   "ASR": float(np.mean(predict_classes(run.model, run.poisoned_test) == run.attack.target)) * 100}
+            measured = attack_metrics(run.model, run.data.test, run.poisoned_test, run.attack.target)
+            row = {"arch": arch, "beta": beta, "MA": measured["ma"] * 100, "ASR": measured["asr"] * 100}
             for defense in ("ac", "ac-ref", "scan", "layerwise"):
                 found = run_detector(build_detector(defense), run.model, run.data.reference, run.data.test,
                                      run.poisoned_test, train=run.data.train)
                 row[f"{defense}_TPR"], row[f"{defense}_FPR"] = found["TPR"], found["FPR"]
-            paper_row = paper.adaptive_row(beta) or {}
-            row.update({f"paper_{k}": v for k, v in paper_row.items()})
+            row.update(paper.paper_columns("table7", arch, "adaptive", at=beta))
             rows.append(row)
     return pd.DataFrame(rows), []
 
@@ -438,8 +439,8 @@ def table8_metrics(study: Study) -> tuple[pd.DataFrame, list]:
         summary = sweep.groupby("tau").agg(TPR=("TPR", "mean"), TPR_std=("TPR", "std"), FPR=("FPR", "mean"),
                                             FPR_std=("FPR", "std")).reset_index()
         summary.insert(0, "metric", metric)
-        summary["paper_TPR"] = [v[0] for v in paper.TABLE8_METRICS[metric]]
-        summary["paper_FPR"] = [v[1] for v in paper.TABLE8_METRICS[metric]]
+        cells = [paper.paper_value("table8", arch, attack, metric, at=tau) for tau in summary.tau]
+        summary["paper_TPR"], summary["paper_FPR"] = [c[0] for c in cells], [c[1] for c in cells]
         frames.append(summary)
     table = pd.concat(frames, ignore_index=True)
     table.insert(0, "attack", attack)
@@ -448,12 +449,13 @@ def table8_metrics(study: Study) -> tuple[pd.DataFrame, list]:
 
 
 def fig5_threshold(study: Study, taus=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0)) -> tuple[pd.DataFrame, list]:
-    """TPR and FPR over tau for BadNets and WaNet on every architecture (Fig. 5)."""
+    """TPR and FPR over tau for BadNets and WaNet on every architecture (Fig. 5); the study's first attack
+    when it has neither (e.g. ``--attacks`` naming a new attack only)."""
     import plotly.graph_objects as go
 
     rows = []
     for arch in study.archs:
-        for attack in [a for a in ("badnets", "wanet") if a in study.attacks]:
+        for attack in [a for a in ("badnets", "wanet") if a in study.attacks] or list(study.attacks[:1]):
             for row in _tau_sweep(study, arch, attack, "cosine", taus):
                 rows.append({"arch": arch, "attack": attack, **row})
     raw = pd.DataFrame(rows)

@@ -30,7 +30,7 @@ from .data import LabeledImages
 from .detection import LayerwiseDetector
 from .features import iter_features
 from .plotting import histogram_figure, layerwise_curve_figure
-from .metrics import auroc, roc_points
+from .metrics import attack_success_rate, auroc, main_accuracy, roc_points
 from .similarity import EPS
 
 TAU_MIN, TAU_MAX, TAU_STEP = 0.5, 4.0, 0.1
@@ -107,7 +107,7 @@ class LayerwiseExplorer:
                 batch[:, i, :] = (f64 @ centroids[i].T / norms.clamp_min(EPS)).numpy()
             similarity.append(batch)
             predicted.append(batch_predicted)
-            if self.detector.metric == "cosine":  # the score is a sum of similarities just computed
+            if self.detector.metric == "cosine" and self.detector.score == "sum":  # a sum of the similarities above
                 scores.append(self._cosine_scores(batch, batch_predicted))
             else:
                 scores.append(self.detector.score_features(feats, batch_predicted))
@@ -183,8 +183,8 @@ class LayerwiseExplorer:
         poisoned inputs predicted as the target (fractions).
         """
         tau = self.detector.tau if tau is None else tau
-        return {"ma": float(np.mean(self.benign_predicted == self.benign_labels)),
-                "asr": float(np.mean(self.poisoned_predicted == self.target)),
+        return {"ma": main_accuracy(self.benign_predicted, self.benign_labels),
+                "asr": attack_success_rate(self.poisoned_predicted, self.target),
                 "target": self.target, "loi": int(self.detector.loi_[self.target]),
                 "score_layers": list(self.detector.score_layers_[self.target]), **self.rates(tau)}
 
@@ -249,8 +249,9 @@ class LayerwiseExplorer:
         samples and centroids, its own mu and sigma); its score of an input is the explorer's
         precomputed similarity to the predicted class's centroid at layer ``l``. Index: ``1..L`` and ``"LOI rule"``.
         """
-        if self.detector.metric != "cosine":
-            raise ValueError(f"single_layer_table: defined for the cosine detector, this one uses {self.detector.metric!r}")
+        if self.detector.metric != "cosine" or self.detector.score != "sum":
+            raise ValueError(f"single_layer_table: defined for the paper's cosine sum, this detector uses metric "
+                             f"{self.detector.metric!r} and score {self.detector.score!r}")
         tau = self.detector.tau if tau is None else self._check_tau(tau)
         column_of = {c: i for i, c in enumerate(self.classes)}
         rows = {}

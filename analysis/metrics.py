@@ -60,3 +60,38 @@ def roc_points(suspicion_benign, suspicion_poisoned) -> tuple[np.ndarray, np.nda
     truth = np.concatenate([np.zeros(len(benign)), np.ones(len(poisoned))])
     fpr, tpr, _ = roc_curve(truth, scores, drop_intermediate=False)  # every threshold's point, none dropped
     return fpr, tpr
+
+
+def tpr_at_fpr(suspicion_benign, suspicion_poisoned, max_fpr: float) -> float:
+    """The largest TPR of a threshold on the suspicion score whose FPR on these benign inputs is at most ``max_fpr``.
+
+    Flagged means score > t. With ``k = floor(max_fpr * n_benign)`` benign inputs allowed above it, t is the
+    (k+1)-th largest benign score (ties at t stay unflagged, so the FPR never exceeds ``max_fpr``); t = -inf
+    when k covers every benign input. The threshold is set on the evaluation scores themselves (an oracle
+    operating point, for comparing detectors, not a deployable threshold).
+    """
+    benign, poisoned = _flat(suspicion_benign, "suspicion_benign"), _flat(suspicion_poisoned, "suspicion_poisoned")
+    if not 0.0 <= max_fpr <= 1.0:
+        raise ValueError(f"max_fpr: expected a fraction in [0, 1], got {max_fpr!r}")
+    scores = np.concatenate([benign, poisoned]).astype(np.float64)
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("suspicion scores: contain NaN or inf")
+    allowed = int(np.floor(max_fpr * len(benign) + 1e-9))
+    threshold = -np.inf if allowed >= len(benign) else np.sort(benign.astype(np.float64))[::-1][allowed]
+    return float(np.mean(poisoned.astype(np.float64) > threshold))
+
+
+def attack_metrics(model, test, poisoned_test=None, target: int | None = None) -> dict[str, float]:
+    """``{"ma": ..., "asr": ...}`` of ``model``: :func:`main_accuracy` on ``test`` (LabeledImages) and
+    :func:`attack_success_rate` on ``poisoned_test`` for ``target``, one ``predict_classes`` pass per set.
+
+    Without ``poisoned_test`` (a clean model) only ``"ma"``.
+    """
+    from .features import predict_classes
+
+    out = {"ma": main_accuracy(predict_classes(model, test), test.y.numpy())}
+    if poisoned_test is not None:
+        if target is None:
+            raise ValueError("target: needed to measure the ASR on poisoned_test, got None")
+        out["asr"] = attack_success_rate(predict_classes(model, poisoned_test), target)
+    return out

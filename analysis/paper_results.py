@@ -106,3 +106,70 @@ def adaptive_row(beta: float) -> dict[str, float] | None:
         return None
     i = TABLE7_BETAS.index(beta)
     return {key: values[i] for key, values in TABLE7_ADAPTIVE.items()}
+
+
+# ---------------------------------------------------------------------- one lookup for every experiment
+#: The paper's benchmark beside each architecture where it has two (Tables 1/2 and 3).
+BENCHMARKS = {"resnet18": "cifar10-resnet18", "mobilenetv2": "gtsrb-mobilenetv2"}
+
+#: What :func:`paper_value` returns per table, in this order (percentages).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "tables12": ("TPR", "FPR"),
+    "table3": ("MA", "ASR"),
+    "table4": ("MA", "ASR", "TPR", "FPR"),
+    "table5": ("TPR", "FPR"),
+    "table6": ("TPR", "FPR"),
+    "table7": tuple(TABLE7_ADAPTIVE),
+    "table8": ("TPR", "FPR"),
+}
+
+
+def _cell(table: str, arch: str, attack: str, detector: str | None, at) -> tuple[float, ...] | None:
+    """The paper's cell, or None where it has none."""
+    if table == "tables12":
+        rows = {"resnet18": TABLE1_CIFAR10, "mobilenetv2": TABLE2_GTSRB}.get(arch, {})
+        return rows.get(detector, {}).get(attack)
+    if table == "table3":
+        return TABLE3.get(BENCHMARKS.get(arch, ""), {}).get(attack)
+    if table == "table4":
+        return TABLE4_RATES.get(at) if attack == "badnets" else None
+    if table == "table5":
+        p = TABLE5_FEATURES.get(detector) if attack == "badnets" else None
+        return None if p is None else {"latent": (p[0], p[2]), "critical": (p[1], p[3])}.get(at)
+    if table == "table6":
+        p = TABLE6_SINGLE_LAYER.get(attack)
+        if p is None:
+            return None
+        if at == "ours":
+            return p["ours_tpr"], p["ours_fpr"]
+        return (p["tpr"][at - 1], p["fpr"][at - 1]) if isinstance(at, int) and 1 <= at <= len(p["tpr"]) else None
+    if table == "table7":
+        row = adaptive_row(at) if attack == "adaptive" else None
+        return None if row is None else tuple(row[key] for key in COLUMNS["table7"])
+    # table8: ``detector`` is the layer-wise detector's metric, ``at`` the threshold tau
+    values = TABLE8_METRICS.get(detector) if attack == "iad" else None
+    return None if values is None or at not in TABLE8_TAUS else values[TABLE8_TAUS.index(at)]
+
+
+def paper_value(table: str, arch: str, attack: str, detector: str | None = None, at=None) -> tuple[float, ...]:
+    """The paper's numbers for one cell of ``table``: :data:`COLUMNS` ``[table]`` in order, NaN where it has none.
+
+    An attack, detector, rate, layer, beta or tau the paper does not report gives NaNs, never a
+    KeyError, so a new attack or defense runs through every experiment with empty paper columns.
+    ``arch`` picks the benchmark where the paper has two (``tables12`` and ``table3``: ResNet-18 beside
+    CIFAR-10, MobileNetV2 beside GTSRB, other architectures NaN); Tables 4-8 have one benchmark each,
+    shown beside every architecture. ``detector``: the defense (``tables12``, ``table5``; a variant
+    such as ``ac-ref`` is looked up by its base defense by the caller) or, for ``table8``, the metric
+    (``"cosine"``, ``"euclidean"``). ``at``: the poisoning rate (``table4``), ``"latent"`` or
+    ``"critical"`` (``table5``), the layer 1.. or ``"ours"`` (``table6``), beta (``table7``), tau (``table8``).
+    """
+    if table not in COLUMNS:
+        raise ValueError(f"table: expected one of {sorted(COLUMNS)}, got {table!r}")
+    found = _cell(table, arch, attack, detector, at)
+    return tuple(float(v) for v in found) if found is not None else (float("nan"),) * len(COLUMNS[table])
+
+
+def paper_columns(table: str, arch: str, attack: str, detector: str | None = None, at=None) -> dict[str, float]:
+    """:func:`paper_value` as row entries ``{"paper_" + column: value}`` (e.g. ``paper_MA``, ``paper_TPR``)."""
+    return {f"paper_{column}": value
+            for column, value in zip(COLUMNS[table], paper_value(table, arch, attack, detector, at))}

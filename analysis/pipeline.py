@@ -22,9 +22,9 @@ from .data import DatasetSplits, LabeledImages, load_dataset
 from .detection import Detection, LayerwiseDetector
 from .devices import seed_everything
 from .evaluation import Evaluation, evaluate_detection
-from .features import predict_classes
+from .metrics import attack_metrics
 from .models import build_model, cpu_width
-from .training import TrainConfig, accuracy, train
+from .training import TrainConfig, train
 
 
 def checkpoint_name(dataset: str, arch: str, attack: str) -> str:
@@ -186,8 +186,7 @@ def attacked_model(
         if checkpoints is None:
             raise ValueError("checkpoints: save=True needs a folder")
         round_to_half_(model)  # measure the weights as stored
-        metrics = {"ma": accuracy(model, data.test),
-                   "asr": float(np.mean(predict_classes(model, poisoned_test) == atk.target))}
+        metrics = attack_metrics(model, data.test, poisoned_test, atk.target)
         save_checkpoint(model, name, definition, checkpoints, metrics=metrics, train_seconds=seconds,
                         extra_tensors=atk.state_tensors())
     return AttackedModel(model, atk, data, poisoned_test, seconds, None)
@@ -229,7 +228,7 @@ def clean_model(
         if checkpoints is None:
             raise ValueError("checkpoints: save=True needs a folder")
         round_to_half_(model)  # measure the weights as stored
-        save_checkpoint(model, name, definition, checkpoints, metrics={"ma": accuracy(model, data.test)},
+        save_checkpoint(model, name, definition, checkpoints, metrics=attack_metrics(model, data.test),
                         train_seconds=seconds)
     return model, seconds
 

@@ -95,22 +95,6 @@ def histogram_figure(
     return fig
 
 
-def image_grid_figure(benign: np.ndarray, poisoned: np.ndarray, title: str = "benign (top) vs poisoned (bottom)") -> go.Figure:
-    """Two rows of images ``[n, 3, H, W]`` in [0, 1] (Fig. 4 gallery)."""
-    from plotly.subplots import make_subplots
-
-    n = len(benign)
-    fig = make_subplots(rows=2, cols=n, horizontal_spacing=0.01, vertical_spacing=0.02)
-    for row, images in enumerate((benign, poisoned), start=1):
-        for col in range(n):
-            rgb = (np.clip(np.transpose(np.asarray(images[col]), (1, 2, 0)), 0, 1) * 255).astype(np.uint8)
-            fig.add_trace(go.Image(z=rgb), row=row, col=col + 1)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    fig.update_layout(title=title, margin=dict(l=10, r=10, t=40, b=10), height=260)
-    return fig
-
-
 def write_html_report(path: str | Path, title: str, summary: dict[str, object], figures: Sequence[go.Figure],
                       *, paper: dict[str, object] | None = None, paper_name: str = "paper",
                       captions: Sequence[str] | None = None, intro: str = "") -> Path:

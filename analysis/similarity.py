@@ -11,23 +11,23 @@ import torch
 EPS = 1e-12
 
 
+def float64_device(device: torch.device) -> torch.device:
+    """Where float64 sums of tensors on ``device`` run: that device, or the CPU where it has no float64 (Apple MPS)."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def as_float64(values: np.ndarray | torch.Tensor, name: str = "features") -> torch.Tensor:
-    """A ``[N, D]`` float64 tensor (on its original device for torch input)."""
+    """A ``[N, D]`` float64 tensor, on the input's device (the CPU for arrays, and for MPS: see :func:`float64_device`)."""
     tensor = values if isinstance(values, torch.Tensor) else torch.from_numpy(np.asarray(values))
     if tensor.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array [N, D], got shape {tuple(tensor.shape)}")
-    return tensor.to(torch.float64)
-
-
-def centroid(features: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Mean feature vector ``[D]`` of ``[N, D]`` features (Definition 1)."""
-    return as_float64(features).mean(0)
+    return tensor.to(float64_device(tensor.device), torch.float64)
 
 
 def cosine_to(features: np.ndarray | torch.Tensor, center: torch.Tensor) -> torch.Tensor:
     """Cosine similarity ``[N]`` of each row to ``center`` (Definition 2); zero vectors give 0."""
     feats = as_float64(features)
-    center = center.to(feats.device, torch.float64)
+    center = center.to(feats.device, torch.float64)  # feats: float64 on a device that has it
     dots = feats @ center
     norms = feats.norm(dim=1) * center.norm()
     return dots / norms.clamp_min(EPS)

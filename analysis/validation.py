@@ -21,6 +21,15 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
+class NotFittedError(_SklearnNotFittedError, RuntimeError):
+    """An estimator (detector, defense) or an attack was used before ``fit`` (or ``prepare``).
+
+    One error everywhere: scikit-learn's ``NotFittedError`` (so ``except NotFittedError`` written for
+    scikit-learn catches it), and a ``RuntimeError`` as this toolkit raised before.
+    """
+
 
 #: Tolerance on the [0, 1] range: bilinear resizing and float arithmetic may leave values a hair outside.
 RANGE_TOLERANCE = 1e-5
@@ -94,3 +103,23 @@ def _extremes(images: torch.Tensor) -> tuple[float, float]:
         images = images.to(torch.uint8)
     low, high = torch.aminmax(images)
     return float(low), float(high)
+
+
+# ---------------------------------------------------------------------- settings
+def check_int(value: Any, name: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+def check_number(value: Any, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and not np.isnan(value)
+    if ok:
+        ok = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
+
+
+def check_choice(value: Any, name: str, options: Sequence[Any]) -> None:
+    if value not in options:
+        raise ValueError(f"{name}: expected one of {list(options)}, got {value!r}")

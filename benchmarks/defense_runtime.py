@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 import torch
 
+from _report import publish  # benchmarks/_report.py: a script's own folder is on sys.path
 from analysis.data import load_digits
 from analysis.experiments import detector_runtime
 from analysis.pipeline import attacked_model
@@ -47,10 +47,7 @@ def main() -> None:
         f"Command: `python benchmarks/defense_runtime.py --arch {args.arch} --repeats {args.repeats} "
         f"--threads {args.threads}`",
     ])
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from _report import publish  # benchmarks/_report.py: a script's own folder is on sys.path
 from analysis.data import load_digits
 from analysis.detection import LayerwiseDetector
 from analysis.features import predict_classes
@@ -69,10 +69,7 @@ def main() -> None:
         f"{statistics.median(fit_times) / (f * len(data.reference) / len(inputs)):.1f} |",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

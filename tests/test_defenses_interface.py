@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 
 from analysis.data import LabeledImages
-from analysis.defenses import DEFENSES, DETECTORS, LayerwiseDefense, build_defense
+from analysis.defenses import DEFENSES, DETECTORS, RECENT_DEFENSES, LayerwiseDefense, build_defense
 from analysis.detection import LayerwiseDetector
 from analysis.models import build_model
 from analysis.training import TrainConfig
@@ -13,6 +14,7 @@ N = 16  # inputs per test
 FAST = {  # small budgets so every defense runs in well under a second here
     "rs": {"n_samples": 4}, "shrinkpad": {}, "fp": {"finetune": TrainConfig(epochs=1)},
     "ac": {"n_components": 2}, "strip": {"n_blends": 4}, "scan": {}, "layerwise": {},
+    "scale-up": {}, "ibd-psc": {}, "ted": {"n_components": 2},
 }
 
 
@@ -24,9 +26,10 @@ def setup():
     return model, reference, torch.rand(N, 3, 32, 32)
 
 
-def test_registry_holds_the_six_paper_defenses_and_the_adapter():
+def test_registry_holds_the_six_paper_defenses_the_recent_ones_and_the_adapter():
     assert sorted(DEFENSES) == ["ac", "fp", "rs", "scan", "shrinkpad", "strip"]
-    assert sorted(DETECTORS) == sorted([*DEFENSES, "layerwise"])
+    assert sorted(RECENT_DEFENSES) == ["ibd-psc", "scale-up", "ted"]
+    assert sorted(DETECTORS) == sorted([*DEFENSES, *RECENT_DEFENSES, "layerwise"])
     with pytest.raises(ValueError, match="unknown defense 'nc'"):
         build_defense("nc")
     with pytest.raises(TypeError, match="settings of defense 'rs'"):
@@ -68,7 +71,7 @@ def test_every_detector_has_the_same_shape(setup, name):
 def test_bad_inputs_raise_clear_errors(setup, name):
     model, reference, x = setup
     defense = build_defense(name, **FAST[name])
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):  # the same error as scikit-learn's and the detector's
         defense.predict(model, x)
     defense.fit(model, reference, train=reference)
     with pytest.raises(ValueError, match=r"x: expected images of shape \[N, C, H, W\]"):

@@ -5,6 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sklearn.exceptions import NotFittedError
+
 from analysis.detection import LayerwiseDetector
 
 # The hand-computed cases use classes of 2 to 6 samples on purpose, small enough to follow by hand: the
@@ -61,6 +63,16 @@ def test_tau_moves_the_threshold():
     score = MU - 1.5 * SIGMA  # between the tau = 1 and tau = 2 thresholds
     assert det.flag_scores([score], [0], tau=1.0).tolist() == [True]
     assert det.flag_scores([score], [0], tau=2.0).tolist() == [False]
+
+
+def test_a_score_exactly_at_the_threshold_is_benign():
+    """The paper flags a score *below* mu - tau sigma (strict <); above mu + tau sigma for Euclidean distances."""
+    det = LayerwiseDetector(tau=2.0).fit_features(FEATURES, LABELS)
+    at = det.thresholds()[0]
+    assert det.flag_scores([at, np.nextafter(at, -np.inf)], [0, 0]).tolist() == [False, True]
+    far = LayerwiseDetector(tau=2.0, metric="euclidean").fit_features(FEATURES, LABELS)
+    at = far.thresholds()[0]
+    assert far.flag_scores([at, np.nextafter(at, np.inf)], [0, 0]).tolist() == [False, True]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), -0.5, float("inf"), True, "2.5"])
@@ -204,5 +216,30 @@ def test_bad_settings_and_unfitted_use():
         LayerwiseDetector(spread="iqr").fit_features(FEATURES, LABELS)
     with pytest.raises(ValueError, match="score_layers"):
         LayerwiseDetector(score_layers=[0, 5]).fit_features(FEATURES, LABELS)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):  # scikit-learn's error (and a RuntimeError)
         LayerwiseDetector().predict_features(FEATURES, LABELS)
+
+
+def test_float64_sums_run_where_the_device_has_float64():
+    """Apple's MPS has no float64: sums of its features run on the CPU; every other device keeps its own."""
+    from analysis.similarity import float64_device
+
+    assert float64_device(torch.device("mps")) == torch.device("cpu")
+    assert float64_device(torch.device("cpu")) == torch.device("cpu")
+    assert float64_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+
+
+def test_fit_and_fit_features_are_one_computation(rng):
+    """fit() streams the model's features through the same code as fit_features(): the same numbers."""
+    from analysis.data import LabeledImages
+    from analysis.features import extract_features
+    from analysis.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3, 2).eval()
+    reference = LabeledImages(torch.rand(30, 3, 32, 32), torch.arange(30) % 3)
+    streamed = LayerwiseDetector(batch_size=7).fit(model, reference)  # 5 batches
+    features, _ = extract_features(model, reference, streamed.layer_names_)
+    whole = LayerwiseDetector().fit_features(features, reference.y)
+    np.testing.assert_allclose(streamed.reference_similarity_, whole.reference_similarity_, atol=1e-6)
+    assert streamed.loi_ == whole.loi_ and streamed.mu_ == pytest.approx(whole.mu_, abs=1e-6)

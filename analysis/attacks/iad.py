@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import LabeledImages
+from ..validation import NotFittedError
 from .base import Attack, AttackContext, PoisonedTrainingSet
 from .generators import (
     DOWNSAMPLING, TriggerGenerator, fingerprint, load_module_tensors, module_tensors, read_cache, write_cache,
@@ -127,7 +128,7 @@ class IAD(Attack):
 
     def _require_trained(self) -> None:
         if not self.is_trained:
-            raise RuntimeError(
+            raise NotFittedError(
                 "IAD: the trigger generators are not trained yet; train a model with train_model(model, train, "
                 "context) (e.g. via analysis.pipeline.attacked_model) or call load_state_tensors(...) first"
             )

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import LabeledImages
+from ..validation import NotFittedError
 from .base import Attack, AttackContext
 from .generators import (
     DOWNSAMPLING, SecretDecoder, SecretEncoder, fingerprint, load_module_tensors, module_tensors, read_cache,
@@ -98,7 +99,7 @@ class ISSBA(Attack):
 
     def _require_trained(self) -> None:
         if not self.is_trained:
-            raise RuntimeError(
+            raise NotFittedError(
                 "ISSBA: the encoder is not trained yet; call prepare(train, num_classes, context) "
                 "or load_state_tensors(...) first"
             )

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import LabeledImages
+from ..validation import NotFittedError
 from ..devices import model_device
 from .badnets import BadNets
 from .base import Attack, AttackContext, PoisonedTrainingSet
@@ -256,7 +257,7 @@ class LabelConsistent(Attack):
         indices = self.select_indices(train.y.numpy())
         if (self.perturbed is None or not np.array_equal(self.perturbed_indices, indices)
                 or self._prepared_for != _digest(train.x[torch.as_tensor(indices)])):
-            raise RuntimeError("LabelConsistent: call prepare(train, num_classes, context) on this training set first")
+            raise NotFittedError("LabelConsistent: call prepare(train, num_classes, context) on this training set first")
         x = train.x.clone()
         x[torch.as_tensor(indices)] = self.apply_trigger(self.perturbed)
         return PoisonedTrainingSet(LabeledImages(x, train.y.clone()), indices, train.y.numpy()[indices])

@@ -16,19 +16,33 @@ name           class                                        flags an input when
 ``scan``       :class:`SCAn`                                its class splits anomalously well in two
 =============  ==========================================  =========================================
 
-``DETECTORS`` adds ``"layerwise"``: :class:`LayerwiseDefense`, the paper's detector behind
-the same interface.
+``RECENT_DEFENSES`` holds three later (2023-2024) input-level detectors, baselines beyond
+the paper's, behind the same interface (each module's docstring lists its deviations):
+
+=============  ==========================================  =========================================
+name           class                                        flags an input when
+=============  ==========================================  =========================================
+``scale-up``   :class:`ScaleUp`                             its prediction survives pixel scaling ×3..×11
+``ibd-psc``    :class:`IBDPSC`                              it stays confident with BN layers amplified
+``ted``        :class:`TED`                                 its layer-wise neighbour-rank path is an outlier
+=============  ==========================================  =========================================
+
+``DETECTORS`` holds the six, the three recent ones and ``"layerwise"``:
+:class:`LayerwiseDefense`, the paper's detector behind the same interface.
 """
 from __future__ import annotations
 
 from .activation_clustering import ActivationClustering
 from .base import Defense
 from .fine_pruning import FinePruning
+from .ibd_psc import IBDPSC
 from .layerwise import LayerwiseDefense
 from .randomized_smoothing import RandomizedSmoothing
+from .scale_up import ScaleUp
 from .scan import SCAn
 from .shrinkpad import ShrinkPad
 from .strip import STRIP
+from .ted import TED
 
 DEFENSES: dict[str, type[Defense]] = {
     "rs": RandomizedSmoothing,
@@ -39,12 +53,15 @@ DEFENSES: dict[str, type[Defense]] = {
     "scan": SCAn,
 }
 
-#: the six baselines and the paper's layer-wise detector (adapter), for comparison loops
-DETECTORS: dict[str, type[Defense]] = {**DEFENSES, "layerwise": LayerwiseDefense}
+#: input-level detectors published after the paper (SCALE-UP 2023, IBD-PSC 2024, TED 2024)
+RECENT_DEFENSES: dict[str, type[Defense]] = {"scale-up": ScaleUp, "ibd-psc": IBDPSC, "ted": TED}
+
+#: the six baselines, the recent detectors and the paper's layer-wise detector (adapter), for comparison loops
+DETECTORS: dict[str, type[Defense]] = {**DEFENSES, **RECENT_DEFENSES, "layerwise": LayerwiseDefense}
 
 
 def build_defense(name: str, **settings) -> Defense:
-    """The defense registered as ``name`` (:data:`DEFENSES`, or ``"layerwise"``), built with ``settings``."""
+    """The defense registered as ``name`` (:data:`DETECTORS`), built with ``settings``."""
     if name not in DETECTORS:
         raise ValueError(f"name: unknown defense {name!r}; expected one of {sorted(DETECTORS)}")
     try:
@@ -53,5 +70,5 @@ def build_defense(name: str, **settings) -> Defense:
         raise TypeError(f"settings of defense {name!r}: {error}") from None
 
 
-__all__ = ["DEFENSES", "DETECTORS", "ActivationClustering", "Defense", "FinePruning", "LayerwiseDefense", "RandomizedSmoothing", "SCAn", "STRIP",
-           "ShrinkPad", "build_defense"]
+__all__ = ["DEFENSES", "DETECTORS", "RECENT_DEFENSES", "TED", "ActivationClustering", "Defense", "FinePruning", "IBDPSC",
+           "LayerwiseDefense", "RandomizedSmoothing", "SCAn", "STRIP", "ScaleUp", "ShrinkPad", "build_defense"]

@@ -21,7 +21,7 @@ from ..data import LabeledImages
 from ..devices import evaluation_mode, model_device, model_dtype
 from ..detection import Detection
 from ..features import capture, predict_classes, resolve_layers
-from ..validation import check_images
+from ..validation import NotFittedError, check_choice, check_images, check_int, check_number  # noqa: F401 (re-exported)
 
 Images = LabeledImages | torch.Tensor | np.ndarray
 
@@ -39,7 +39,7 @@ class Defense:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, self._fitted_attribute):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(model, reference) first")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(model, reference) first")
 
     def _run(self, model: nn.Module, x: Images) -> tuple[np.ndarray, np.ndarray]:
         self._check_fitted()
@@ -91,25 +91,6 @@ def check_labeled(data: Any, name: str, min_size: int = 1) -> LabeledImages:
         raise ValueError(f"{name}: expected at least {min_size} images, got {len(data)}")
     as_images(data, name)
     return data
-
-
-def check_int(value: Any, name: str, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-
-
-def check_number(value: Any, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and not np.isnan(value)
-    if ok:
-        ok = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
-
-
-def check_choice(value: Any, name: str, options: Sequence[Any]) -> None:
-    if value not in options:
-        raise ValueError(f"{name}: expected one of {list(options)}, got {value!r}")
 
 
 def check_layers(model: nn.Module, layers: str | Sequence[str] | None) -> list[str]:

@@ -1,7 +1,7 @@
 """The layer-wise detector (:class:`analysis.detection.LayerwiseDetector`) behind the defenses' interface.
 
 ``LayerwiseDefense(**settings)`` takes the detector's settings (``tau``, ``metric``,
-``layers``, ``score_layers``, ``batch_size``, ``unknown_class``) and keeps a fitted
+``layers``, ``score_layers``, ``batch_size``, ``unknown_class``, ``spread``, ``score``) and keeps a fitted
 detector in ``detector_``, so the paper's method runs in the same loop as the six
 baselines. ``train`` is ignored.
 
@@ -31,8 +31,9 @@ class LayerwiseDefense(Defense):
     def __init__(self, tau: float = 2.5, metric: Literal["cosine", "euclidean"] = "cosine",
                  layers: Sequence[str] | None = None, score_layers: Sequence[int] | None = None,
                  batch_size: int = 256, unknown_class: Literal["raise", "flag", "ignore"] = "raise",
-                 spread: Literal["std", "mad"] = "std") -> None:
+                 spread: Literal["std", "mad"] = "std", score: Literal["sum", "trajectory"] = "sum") -> None:
         self.tau = tau
+        self.score = score
         self.spread = spread
         self.metric = metric
         self.layers = layers
@@ -42,7 +43,8 @@ class LayerwiseDefense(Defense):
 
     def _make_detector(self) -> LayerwiseDetector:
         return LayerwiseDetector(tau=self.tau, metric=self.metric, layers=self.layers, score_layers=self.score_layers,
-                                 batch_size=self.batch_size, unknown_class=self.unknown_class, spread=self.spread)
+                                 batch_size=self.batch_size, unknown_class=self.unknown_class, spread=self.spread,
+                                 score=self.score)
 
     def fit(self, model: nn.Module, reference: LabeledImages, train: LabeledImages | None = None) -> "LayerwiseDefense":
         """Fit the layer-wise detector on ``reference``; ``train`` is ignored."""

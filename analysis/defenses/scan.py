@@ -58,7 +58,6 @@ def em_decomposition(features: np.ndarray, labels: np.ndarray, reg: float = 1e-3
                      tol: float = 1e-5) -> tuple[np.ndarray, np.ndarray, int]:
     """``(S_mu [d, d], S_e [d, d], iterations)`` of centred ``features [n, d]`` with class ``labels [n]``."""
     classes = np.unique(labels)
-    d = features.shape[1]
     means = np.stack([features[labels == t].mean(0) for t in classes])
     counts = np.array([np.sum(labels == t) for t in classes])
     residuals = features - means[np.searchsorted(classes, labels)]
