@@ -199,20 +199,24 @@ def run_detector(detector, model, reference: LabeledImages, benign: LabeledImage
     """Fit ``detector`` on ``reference`` and run it once on benign + poisoned inputs together.
 
     One call on the mixed set matters for AC and SCAn, which judge a set of inputs as a whole.
-    Returns TPR, FPR and AUROC of the detector's suspicion score (NaN where undefined), in %,
-    and the seconds of fit + detection.
+    Returns, in %, the protocol of :func:`analysis.metrics.detection_metrics` (:data:`DETECTION_COLUMNS`:
+    TPR, FPR and F1 at the detector's threshold; AUROC and TPR at FPR <= 1 % / 5 % of its suspicion
+    score, NaN where undefined) and the seconds of fit + detection.
     """
-    from .metrics import auroc
+    from .metrics import detection_metrics
 
     started = time.perf_counter()
     detector.fit(model, reference, train=train)
     found = detector.detect(model, torch.cat([benign.x, poisoned.x]))
     seconds = time.perf_counter() - started
-    flagged_b, flagged_p = found.flagged[: len(benign)], found.flagged[len(benign):]
-    scores = np.asarray(found.scores, dtype=np.float64)
-    area = auroc(scores[: len(benign)], scores[len(benign):]) * 100 if np.all(np.isfinite(scores)) else np.nan
-    return {"TPR": float(flagged_p.mean()) * 100, "FPR": float(flagged_b.mean()) * 100, "AUROC": area,
-            "seconds": seconds}
+    n = len(benign)
+    found_metrics = detection_metrics(found.flagged[:n], found.flagged[n:], found.scores[:n], found.scores[n:])
+    return {column: found_metrics[key] * 100 for key, column in DETECTION_COLUMNS.items()} | {"seconds": seconds}
+
+
+#: Column of each :func:`analysis.metrics.detection_metrics` entry in the detection tables (percentages).
+DETECTION_COLUMNS = {"tpr": "TPR", "fpr": "FPR", "auroc": "AUROC", "tpr_at_fpr_1": "TPR@FPR<=1%",
+                     "tpr_at_fpr_5": "TPR@FPR<=5%", "f1": "F1"}
 
 
 def _cap(data: LabeledImages, limit: int | None, seed: int) -> LabeledImages:
@@ -225,7 +229,7 @@ def _cap(data: LabeledImages, limit: int | None, seed: int) -> LabeledImages:
 def _summary(results: list[dict]) -> dict[str, float]:
     frame = pd.DataFrame(results)
     out = {}
-    for key in ("TPR", "FPR", "AUROC"):
+    for key in DETECTION_COLUMNS.values():
         out[key] = frame[key].mean()
         out[f"{key}_std"] = frame[key].std(ddof=0)
     out["seconds"] = frame.seconds.mean()

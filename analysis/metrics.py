@@ -5,6 +5,11 @@
 * TPR: detected poisoned inputs / all poisoned inputs (captured by the backdoor or not).
 * FPR: benign evaluation inputs flagged / all benign evaluation inputs.
 * AUROC: of the detector's suspicion score, poisoned = positive.
+* TPR at FPR <= x: the best TPR of a threshold on the suspicion score whose FPR on the benign
+  evaluation inputs is at most x.
+* F1: of the flags, poisoned = positive.
+
+:func:`detection_metrics` computes all of a detection cell's numbers; everything reports through it.
 """
 from __future__ import annotations
 
@@ -80,6 +85,40 @@ def tpr_at_fpr(suspicion_benign, suspicion_poisoned, max_fpr: float) -> float:
     threshold = -np.inf if allowed >= len(benign) else np.sort(benign.astype(np.float64))[::-1][allowed]
     return float(np.mean(poisoned.astype(np.float64) > threshold))
 
+
+
+def f1_score(flagged_benign, flagged_poisoned) -> float:
+    """F1 of the flags, poisoned = positive: ``2 TP / (2 TP + FP + FN)``; 0 when nothing is flagged and nothing poisoned is found."""
+    benign = _flat(flagged_benign, "flagged_benign").astype(bool)
+    poisoned = _flat(flagged_poisoned, "flagged_poisoned").astype(bool)
+    tp, fp, fn = int(poisoned.sum()), int(benign.sum()), int((~poisoned).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+#: The columns every detection cell reports (:func:`detection_metrics`), as fractions.
+DETECTION_METRICS = ("tpr", "fpr", "f1", "auroc", "tpr_at_fpr_1", "tpr_at_fpr_5")
+
+
+def detection_metrics(flagged_benign, flagged_poisoned, suspicion_benign=None, suspicion_poisoned=None) -> dict[str, float]:
+    """The evaluation protocol of every detection cell, as fractions (:data:`DETECTION_METRICS`).
+
+    ``tpr``, ``fpr`` and ``f1`` at the detector's own threshold (its flags); from the suspicion scores
+    (higher = more suspicious): ``auroc``, and ``tpr_at_fpr_1`` / ``tpr_at_fpr_5``, the TPR at FPR <= 1 %
+    and <= 5 % with the threshold set on these benign *evaluation* scores (:func:`tpr_at_fpr`). The
+    benign inputs must be disjoint from the detector's reference set. Score-based entries are NaN
+    without scores or where a score is NaN or inf (e.g. an input of a class without reference samples).
+    """
+    out = {"tpr": true_positive_rate(flagged_poisoned), "fpr": false_positive_rate(flagged_benign),
+           "f1": f1_score(flagged_benign, flagged_poisoned),
+           "auroc": np.nan, "tpr_at_fpr_1": np.nan, "tpr_at_fpr_5": np.nan}
+    if suspicion_benign is None or suspicion_poisoned is None:
+        return out
+    benign = np.asarray(suspicion_benign, dtype=np.float64)
+    poisoned = np.asarray(suspicion_poisoned, dtype=np.float64)
+    if np.all(np.isfinite(benign)) and np.all(np.isfinite(poisoned)):
+        out.update(auroc=auroc(benign, poisoned), tpr_at_fpr_1=tpr_at_fpr(benign, poisoned, 0.01),
+                   tpr_at_fpr_5=tpr_at_fpr(benign, poisoned, 0.05))
+    return out
 
 def attack_metrics(model, test, poisoned_test=None, target: int | None = None) -> dict[str, float]:
     """``{"ma": ..., "asr": ...}`` of ``model``: :func:`main_accuracy` on ``test`` (LabeledImages) and

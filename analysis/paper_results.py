@@ -9,9 +9,6 @@ from __future__ import annotations
 ATTACKS = ("badnets", "blended", "lc", "wanet", "issba", "iad")
 DEFENSES = ("rs", "shrinkpad", "fp", "ac", "strip", "scan", "layerwise")
 
-#: Target class per attack (App. D.3).
-TARGETS = {"badnets": 1, "blended": 1, "lc": 2, "wanet": 0, "issba": 1, "iad": 1}
-
 #: Poisoning rate per attack (Sec. 5.1).
 RATES = {"badnets": 0.05, "blended": 0.05, "lc": 0.05, "wanet": 0.10, "issba": 0.05, "iad": 0.10}
 

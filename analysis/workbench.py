@@ -47,7 +47,7 @@ class Workbench:
 
     @property
     def attacks(self) -> tuple[str, ...]:
-        """The paper's six attacks (the adaptive one is reached through ``beta``)."""
+        """The study's attacks: every registered one but the adaptive attack (reached through ``beta``), the paper's six first."""
         return self.study.attacks
 
     def model(self, arch: str, attack: str, *, rate: float | None = None, beta: float | None = None) -> AttackedModel:

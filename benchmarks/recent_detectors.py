@@ -30,7 +30,7 @@ from _report import publish  # benchmarks/_report.py: a script's own folder is o
 from analysis.data import LabeledImages, load_digits
 from analysis.defenses import build_defense
 from analysis.features import predict_classes
-from analysis.metrics import auroc, tpr_at_fpr
+from analysis.experiments import run_detector
 from analysis.pipeline import attacked_model
 from analysis.reproduce import markdown_table
 
@@ -54,23 +54,8 @@ def build(name: str, seed: int, strip_blends: int):
 
 def evaluate(name: str, seed: int, strip_blends: int, model, reference: LabeledImages, benign: LabeledImages,
              poisoned: LabeledImages) -> dict:
-    detector = build(name, seed, strip_blends)
-    started = time.perf_counter()
-    detector.fit(model, reference)
-    found = detector.detect(model, torch.cat([benign.x, poisoned.x]))
-    seconds = time.perf_counter() - started
-    scores = np.asarray(found.scores, dtype=np.float64)
-    s_b, s_p = scores[: len(benign)], scores[len(benign):]
-    finite = bool(np.all(np.isfinite(scores)))  # the layer-wise score is NaN for a class absent from the reference
-    return {
-        "detector": name,
-        "TPR": found.flagged[len(benign):].mean() * 100,
-        "FPR": found.flagged[: len(benign)].mean() * 100,
-        "AUROC": auroc(s_b, s_p) * 100 if finite else np.nan,
-        "TPR@FPR<=1%": tpr_at_fpr(s_b, s_p, 0.01) * 100 if finite else np.nan,
-        "TPR@FPR<=5%": tpr_at_fpr(s_b, s_p, 0.05) * 100 if finite else np.nan,
-        "seconds": seconds,
-    }
+    """One cell: the detector fitted on ``reference`` and run once on benign + poisoned (Tables 1/2's protocol)."""
+    return {"detector": name, **run_detector(build(name, seed, strip_blends), model, reference, benign, poisoned)}
 
 
 def main() -> None:
@@ -109,7 +94,8 @@ def main() -> None:
     total = time.perf_counter() - started
 
     table = pd.DataFrame(rows)
-    summary = table.groupby("detector", sort=False)[["AUROC", "TPR@FPR<=1%", "TPR@FPR<=5%", "TPR", "FPR", "seconds"]].mean()
+    summary = table.groupby("detector", sort=False)[["AUROC", "TPR@FPR<=1%", "TPR@FPR<=5%", "TPR", "FPR", "F1",
+                                                        "seconds"]].mean()
     summary = summary.reset_index()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     command = (f"PYTHONPATH=. python benchmarks/recent_detectors.py --cells {args.cells} --max-benign {args.max_benign} "
@@ -132,8 +118,8 @@ def main() -> None:
         "TPR / FPR: at the detector's own threshold. TPR@FPR<=x: the best TPR of a threshold whose FPR on these "
         "benign images is at most x (set on the evaluation scores: an oracle operating point, comparable across "
         f"detectors; with {args.max_benign} benign images, 1 % allows {int(args.max_benign * 0.01)} false positive(s)). "
-        "All in %. "
-        "seconds: fit + detection.",
+        "F1: of the flags at the detector's own threshold, poisoned = positive. All in %. "
+        "seconds: fit + detection. Every column comes from analysis.metrics.detection_metrics.",
         "",
         "## Models and inputs",
         "",

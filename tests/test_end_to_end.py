@@ -3,12 +3,10 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from analysis.attacks import BadNets
 from analysis.detection import LayerwiseDetector
 from analysis.features import extract_features, paper_layers
-from analysis.models import build_model
 from analysis.pipeline import analyse, attacked_model
 from analysis.training import TrainConfig
 
@@ -65,9 +63,7 @@ def test_demo_command_with_a_checkpoint(tmp_path, small_run, digits):
     from analysis.checkpoints import save_checkpoint
     from analysis.cli import main
 
-    from analysis.attacks import BadNets
     from analysis.pipeline import model_definition
-    from analysis.training import TrainConfig
 
     # saved as what `demo` asks for (BadNets, the cpu profile, digits' training split): it is loaded, not trained
     definition = model_definition("digits", "resnet18", 16, 10, BadNets(), TrainConfig.cpu("resnet18"), digits.train)
