@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import LabeledImages
-from ..validation import NotFittedError
+from ..validation import NotFittedError, check_images
 from .base import Attack, AttackContext, PoisonedTrainingSet
 from .generators import (
     DOWNSAMPLING, TriggerGenerator, fingerprint, load_module_tensors, module_tensors, read_cache, write_cache,
@@ -292,6 +292,7 @@ class IAD(Attack):
 
     def apply_trigger(self, x: torch.Tensor) -> torch.Tensor:
         self._require_trained()
+        check_images(x, "x", allow_empty=True)  # the contract first: a channels-last batch is named as such
         channels = self.pattern_net.unet.head.out_channels
         if isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[1] != channels:
             raise ValueError(f"x: the generators were trained on {channels}-channel images, got {x.shape[1]} channels")

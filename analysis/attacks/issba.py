@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import LabeledImages
-from ..validation import NotFittedError
+from ..validation import NotFittedError, check_images
 from .base import Attack, AttackContext
 from .generators import (
     DOWNSAMPLING, SecretDecoder, SecretEncoder, fingerprint, load_module_tensors, module_tensors, read_cache,
@@ -173,6 +173,7 @@ class ISSBA(Attack):
 
     def apply_trigger(self, x: torch.Tensor) -> torch.Tensor:
         self._require_trained()
+        check_images(x, "x", allow_empty=True)  # the contract first: a channels-last batch is named as such
         if isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[1] != self.encoder.channels:
             raise ValueError(f"x: the encoder was trained on {self.encoder.channels}-channel images, "
                              f"got {x.shape[1]} channels")
