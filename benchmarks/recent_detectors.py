@@ -7,9 +7,9 @@ triggered non-target evaluation images (``run.poisoned_test``) together, with it
 (paper) settings, plus the layer-wise detector's ``score="trajectory"`` option. Per cell and detector the table gives the TPR and FPR at the detector's own
 threshold, the AUROC of its suspicion score, the TPR at FPR <= 1 % and <= 5 % with the threshold
 set on these benign scores themselves (:func:`analysis.metrics.tpr_at_fpr`, an oracle operating
-point) and the seconds of fit + detection. STRIP blends each input with 20 reference images by
-default, not the paper's 100 (``--strip-blends 100``): its forward passes dominate the runtime, and
-with 100 the script would take an estimated 40 min on 2 shared CPU cores (13 min with 20).
+point), the F1 of its flags (all through :func:`analysis.experiments.run_detector`, the protocol of Tables 1/2) and the seconds of fit + detection. STRIP blends each input with 20 reference images by
+default, not the paper's 100 (``--strip-blends 100``): its forward passes dominate the runtime (4.1 min
+for the whole script with 20 on 2 otherwise idle cores; STRIP's share grows fivefold with 100).
 
     PYTHONPATH=. python benchmarks/recent_detectors.py [--max-benign 200] [--max-poisoned 200] [--seed 0] [--threads 2]
                                           [--strip-blends 20] [--cells resnet18:badnets,...]
