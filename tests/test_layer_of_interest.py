@@ -37,8 +37,8 @@ def test_all_decreasing_returns_smallest_drop():
 def test_odd_number_of_layers_uses_the_integer_part():
     # L = 19 (MobileNetV2): floor(19 / 2) = 9, candidates are layers 10..19.
     cs = np.zeros(19)
-    cs[9] = 0.5  # layer 10 rises by 0.5 over layer 9
-    cs[8] = -1.0  # layer 9 rises by 1.0 over layer 8, but layer 9 is not a candidate
+    cs[8] = 1.0  # layer 9 rises by 1.0 over layer 8, the largest rise, but layer 9 is not a candidate
+    cs[9] = 1.5  # layer 10 rises by 0.5 over layer 9; layer 11 falls by 1.5; the others stay flat
     assert layer_of_interest(cs) == 10
 
 
