@@ -103,7 +103,7 @@ class LayerwiseDetector:
 
     Parameters
     ----------
-    tau : threshold in standard deviations (paper: 2.5).
+    tau : threshold in standard deviations (paper: 2.5); the only positional setting, the others are keyword-only.
     metric : ``"cosine"`` (paper) or ``"euclidean"`` (Table 8).
     spread : how ``mu_``/``sigma_`` are estimated from the reference scores: ``"std"`` (paper:
         mean and population std) or ``"mad"`` (median and 1.4826 × median absolute deviation,
@@ -134,6 +134,7 @@ class LayerwiseDetector:
     def __init__(
         self,
         tau: float = 2.5,
+        *,
         metric: Metric = "cosine",
         layers: Sequence[str] | None = None,
         score_layers: Sequence[int] | None = None,

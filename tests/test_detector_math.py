@@ -243,3 +243,9 @@ def test_fit_and_fit_features_are_one_computation(rng):
     whole = LayerwiseDetector().fit_features(features, reference.y)
     np.testing.assert_allclose(streamed.reference_similarity_, whole.reference_similarity_, atol=1e-6)
     assert streamed.loi_ == whole.loi_ and streamed.mu_ == pytest.approx(whole.mu_, abs=1e-6)
+
+
+def test_settings_after_tau_are_keyword_only():
+    assert LayerwiseDetector(3.0).tau == 3.0
+    with pytest.raises(TypeError):
+        LayerwiseDetector(2.5, "euclidean")  # which setting would "euclidean" be? name it
