@@ -29,8 +29,9 @@ Deviations from the paper, all documented and optional:
   squared Mahalanobis distance of that vector of z-scores, under one covariance of all classes'
   reference z-vectors (Ledoit-Wolf shrinkage); flagged above ``mu + tau * sigma`` of the reference
   distances of all classes pooled (the z-scores put every class on one scale; a class's own handful
-  of distances would estimate mu and sigma poorly). It reads a divergence at whichever layer it happens, where the LOI rule can
-  pick a layer at which the poisoned inputs have already converged (MobileNetV2 + Blended on digits).
+  of distances would estimate mu and sigma poorly). It reads a divergence at whichever layer it
+  happens, where the LOI rule can pick a layer at which the poisoned inputs have already converged
+  (MobileNetV2 + Blended on digits).
   The reference distances are in-sample (the same samples fit the means and covariance), so they
   are a little smaller than those of new benign inputs; ``benchmarks/recent_detectors.py`` measures
   the resulting FPR.
@@ -120,8 +121,9 @@ class LayerwiseDetector:
         ``"trajectory"`` (not in the paper: Mahalanobis distance of the per-layer standardised
         similarities over all L layers, or over ``score_layers``; higher = more suspicious; cosine only).
 
-    Learned attributes: ``n_layers_``, ``classes_``, ``layer_names_`` and ``input_shape_`` (the reference
-    images' ``(C, H, W)``, which inputs must match; both None after :meth:`fit_features`), ``centroids_`` (class -> list of L tensors [D_l]),
+    Learned attributes: ``n_layers_``, ``classes_``, ``layer_names_`` and ``input_shape_`` (the
+    reference images' ``(C, H, W)``, which inputs must match; both None after :meth:`fit_features`),
+    ``centroids_`` (class -> list of L tensors [D_l]),
     ``reference_labels_`` ``[N]``, ``reference_similarity_`` ``[N, L]`` (each reference sample's
     cosine similarity to its own class's centroids), ``reference_distance_`` (the same in
     Euclidean distance, or None for cosine),
