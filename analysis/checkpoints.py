@@ -24,6 +24,9 @@ import torch.nn as nn
 
 from .models import build_model
 
+__all__ = ["ChecksumError", "DEFAULT_DIR", "MANIFEST", "has_checkpoint", "library_versions",
+           "load_checkpoint", "read_manifest", "round_to_half_", "save_checkpoint", "sha256_of"]
+
 MANIFEST = "manifest.json"
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 

@@ -19,6 +19,8 @@ import numpy as np
 
 from .checkpoints import DEFAULT_DIR
 
+__all__ = ["build_parser", "main"]
+
 DEBUG_VARIABLE = "LAYERWISE_DEBUG"
 _EPILOG = (f"A bad argument or input file ends the command with a one-line error (exit status 2); "
            f"{DEBUG_VARIABLE}=1 shows the full traceback instead.")

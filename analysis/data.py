@@ -39,6 +39,10 @@ import torch.nn.functional as F
 
 from .validation import check_images
 
+__all__ = ["DATASETS", "DatasetSplits", "IMAGE_SIZE", "LabeledImages", "digits_split_indices",
+           "images_from_uint8_nhwc", "load_cifar10", "load_dataset", "load_digits", "load_gtsrb", "load_npz",
+           "read_cifar10_batch", "split_reference_from_test", "stratified_fraction"]
+
 IMAGE_SIZE = 32
 DATASETS = ("digits", "cifar10", "gtsrb", "npz")
 

@@ -55,6 +55,9 @@ from .features import iter_features, paper_layers
 from .similarity import as_float64, cosine_to, euclidean_to
 from .validation import NotFittedError, check_images
 
+__all__ = ["Detection", "LayerwiseDetector", "MAD_TO_STD", "MIN_CLASS_SAMPLES", "ReferenceWarning",
+           "TRAJECTORY_STD_FLOOR", "check_reference_counts", "layer_of_interest"]
+
 Metric = Literal["cosine", "euclidean"]
 Score = Literal["sum", "trajectory"]
 

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+__all__ = ["evaluation_mode", "model_device", "model_dtype", "pick_device", "seed_everything"]
+
 
 def pick_device(preferred: str | torch.device | None = None) -> torch.device:
     """``preferred`` if given, else CUDA, then Apple MPS, then CPU."""

@@ -9,6 +9,8 @@ from .data import LabeledImages
 from .detection import Detection, LayerwiseDetector
 from .metrics import attack_success_rate, detection_metrics, main_accuracy
 
+__all__ = ["Evaluation", "evaluate_detection"]
+
 
 @dataclass(frozen=True)
 class Evaluation:

@@ -33,6 +33,12 @@ from .projection import fig1_pca
 from .training import TrainConfig
 from .zoo import adaptive_name, badnets_rate_name
 
+__all__ = ["DETECTION_COLUMNS", "EXPERIMENTS", "MIN_FIG6_POISONED", "OWN_TABLE_ATTACKS", "PROFILES", "Study",
+           "VARIANTS", "available_defenses", "build_detector", "default_attacks", "detector_runtime",
+           "fig11_runtime", "fig5_threshold", "fig6_scores", "figs_layerwise_curves", "run_detector",
+           "stability_figure", "table3_attacks", "table4_rates", "table5_features", "table6_single_layers",
+           "table7_adaptive", "table8_metrics", "tables12_detection", "trigger_psnr"]
+
 PROFILES: dict[str, Callable[[str], TrainConfig]] = {
     "cpu": lambda arch: TrainConfig.cpu(arch),
     "paper": lambda arch: TrainConfig.paper(arch),

@@ -18,6 +18,9 @@ from .data import LabeledImages
 from .devices import evaluation_mode, model_device, model_dtype
 from .validation import check_images
 
+__all__ = ["LayerNotRunError", "capture", "extract_features", "iter_features", "paper_layers",
+           "predict_classes", "resolve_layers"]
+
 
 def resolve_layers(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     """Look up modules by path (as in ``model.named_modules()``); unknown names raise with the list of valid ones."""

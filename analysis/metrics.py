@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["DETECTION_METRICS", "attack_metrics", "attack_success_rate", "auroc", "detection_metrics",
+           "f1_score", "false_positive_rate", "main_accuracy", "roc_points", "tpr_at_fpr",
+           "true_positive_rate"]
+
 
 def _flat(values, name: str) -> np.ndarray:
     array = np.asarray(values)

@@ -18,6 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+__all__ = ["ARCHITECTURES", "BasicBlock", "InvertedResidual", "MobileNetV2", "ResNet18", "build_model",
+           "cpu_width"]
+
 ARCHITECTURES = ("resnet18", "mobilenetv2")
 
 

@@ -6,6 +6,11 @@ wanet, issba, iad``; defenses ``rs, shrinkpad, fp, ac, strip, scan, layerwise``.
 """
 from __future__ import annotations
 
+__all__ = ["ADAPTIVE_BETAS", "ATTACKS", "BENCHMARKS", "COLUMNS", "DEFENSES", "RATES", "TABLE1_CIFAR10",
+           "TABLE2_GTSRB", "TABLE3", "TABLE4_RATES", "TABLE5_FEATURES", "TABLE6_SINGLE_LAYER",
+           "TABLE7_ADAPTIVE", "TABLE7_BETAS", "TABLE8_METRICS", "TABLE8_TAUS", "adaptive_row",
+           "paper_columns", "paper_value"]
+
 ATTACKS = ("badnets", "blended", "lc", "wanet", "issba", "iad")
 DEFENSES = ("rs", "shrinkpad", "fp", "ac", "strip", "scan", "layerwise")
 

@@ -26,6 +26,9 @@ from .metrics import attack_metrics
 from .models import build_model, cpu_width
 from .training import TrainConfig, train
 
+__all__ = ["Analysis", "AttackedModel", "analyse", "attacked_model", "checkpoint_name", "clean_model",
+           "definition_differences", "model_definition", "reusable_checkpoint", "training_data_fingerprint"]
+
 
 def checkpoint_name(dataset: str, arch: str, attack: str) -> str:
     return f"{dataset}-{arch}-{attack}"

@@ -10,6 +10,9 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+__all__ = ["BENIGN_COLOR", "LOI_COLOR", "PLOTLY_JS", "POISONED_COLOR", "histogram_figure",
+           "layerwise_curve_figure", "make_html_offline", "write_figure_html", "write_html_report"]
+
 BENIGN_COLOR = "#2ca02c"
 POISONED_COLOR = "#d62728"
 LOI_COLOR = "#1f77b4"

@@ -23,6 +23,8 @@ from .detection import check_reference_counts
 from .experiments import EXPERIMENTS, Study
 from .plotting import write_figure_html
 
+__all__ = ["PROFILE_BUDGETS", "PROGRESS", "TITLES", "load_for_reproduce", "markdown_table", "reproduce"]
+
 PROGRESS = "progress.json"
 # Tables 1/2 budgets per profile: inputs per set and run (None = all) and RS neighbours / STRIP blends per
 # input (None = the paper's 100). RS and STRIP cost one forward pass per neighbour or blend, and STRIP's

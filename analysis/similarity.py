@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+__all__ = ["EPS", "as_float64", "cosine_to", "euclidean_to", "float64_device"]
+
 EPS = 1e-12
 
 

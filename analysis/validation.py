@@ -23,6 +23,9 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
+__all__ = ["NotFittedError", "RANGE_TOLERANCE", "check_choice", "check_images", "check_int", "check_number",
+           "describe"]
+
 class NotFittedError(_SklearnNotFittedError, RuntimeError):
     """An estimator (detector, defense) or an attack was used before ``fit`` (or ``prepare``).
 

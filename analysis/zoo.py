@@ -21,6 +21,9 @@ from .paper_results import ATTACKS as PAPER_ATTACKS
 from .paper_results import RATES as ATTACK_RATES
 from .training import TrainConfig
 
+__all__ = ["VerifyResult", "ZOO_ATTACKS", "ZooEntry", "adaptive_name", "badnets_rate_name", "build",
+           "select", "verify", "zoo_entries"]
+
 
 @dataclass(frozen=True)
 class ZooEntry:

@@ -101,3 +101,19 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert running == ['pip install -e ".[test]" && pytest']
     readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert running[0] in [line.strip() for line in readme]  # the command users are told to run
+
+
+def test_every_public_module_declares_what_it_exports():
+    """``__all__`` lists each module's public API, and every name in it exists (a renamed function fails here)."""
+    import importlib
+    import pkgutil
+
+    import analysis
+
+    for info in pkgutil.iter_modules(analysis.__path__):
+        if info.name.startswith("_") or info.ispkg:
+            continue
+        module = importlib.import_module(f"analysis.{info.name}")
+        assert hasattr(module, "__all__"), f"analysis.{info.name} has no __all__"
+        missing = [name for name in module.__all__ if not hasattr(module, name)]
+        assert not missing, f"analysis.{info.name}.__all__ names {missing}, which it does not define"
