@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .validation import check_images
+from .validation import check_images, describe
 
 __all__ = ["DATASETS", "DatasetSplits", "IMAGE_SIZE", "LabeledImages", "digits_split_indices",
            "images_from_uint8_nhwc", "load_cifar10", "load_dataset", "load_digits", "load_gtsrb", "load_npz",
@@ -60,10 +60,10 @@ class LabeledImages:
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, torch.Tensor) or self.x.ndim != 4:
-            raise ValueError(f"x: expected a 4-D tensor [N, C, H, W], got {_describe(self.x)}")
+            raise ValueError(f"x: expected a 4-D tensor [N, C, H, W], got {describe(self.x)}")
         check_images(self.x, "x", allow_empty=True)  # the input contract: float, channels first, [0, 1], finite
         if not isinstance(self.y, torch.Tensor) or self.y.ndim != 1:
-            raise ValueError(f"y: expected a 1-D tensor [N], got {_describe(self.y)}")
+            raise ValueError(f"y: expected a 1-D tensor [N], got {describe(self.y)}")
         if self.y.is_floating_point() or self.y.is_complex() or self.y.dtype == torch.bool:
             raise ValueError(f"y: expected integer class labels, got dtype {self.y.dtype}")
         if len(self.y) and int(self.y.min()) < 0:
@@ -108,16 +108,10 @@ class DatasetSplits:
         return {"train": len(self.train), "reference": len(self.reference), "test": len(self.test)}
 
 
-def _describe(value: object) -> str:
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
-    return type(value).__name__
-
-
 def images_from_uint8_nhwc(array: np.ndarray, name: str = "x") -> torch.Tensor:
     """Convert uint8 ``[N, H, W, C]`` images to float32 ``[N, C, H, W]`` in [0, 1]."""
     if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3:
-        raise ValueError(f"{name}: expected uint8 images of shape [N, H, W, 3], got {_describe(array)}")
+        raise ValueError(f"{name}: expected uint8 images of shape [N, H, W, 3], got {describe(array)}")
     return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
@@ -211,13 +205,13 @@ def load_npz(path: str | Path, reference_fraction: float = 0.1, seed: int = 0, n
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise ValueError(f"{path}: x_{split}: expected uint8 images of shape [N, {IMAGE_SIZE}, {IMAGE_SIZE}, 3], "
-                             f"got {_describe(images)}")
+                             f"got {describe(images)}")
         if len(images) == 0:
             raise ValueError(f"{path}: x_{split}: expected at least one image, got an empty split (shape "
                              f"{images.shape})")
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(images):
             raise ValueError(f"{path}: y_{split}: expected 1-D integer labels, one per image ({len(images)}); "
-                             f"got {_describe(labels)}")
+                             f"got {describe(labels)}")
         if labels.min() < 0:
             raise ValueError(f"{path}: y_{split}: expected labels >= 0, got {int(labels.min())} "
                              f"({int(np.sum(labels < 0))} negative)")

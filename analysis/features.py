@@ -108,10 +108,6 @@ def capture(
             handle.remove()
 
 
-def _as_images(data: LabeledImages | torch.Tensor | np.ndarray) -> torch.Tensor:
-    return check_images(data, "x")
-
-
 @torch.no_grad()
 def iter_features(
     model: nn.Module,
@@ -127,7 +123,7 @@ def iter_features(
     that device. Images are checked first (:func:`analysis.validation.check_images`). ``in_forward_order``:
     see :func:`capture`.
     """
-    images = _as_images(data)
+    images = check_images(data, "x")
     device, dtype = model_device(model), model_dtype(model)
     with evaluation_mode(model), capture(model, layers, in_forward_order=in_forward_order) as outputs:
         for start in range(0, len(images), batch_size):
@@ -158,7 +154,7 @@ def extract_features(
 @torch.no_grad()
 def predict_classes(model: nn.Module, data: LabeledImages | torch.Tensor | np.ndarray, batch_size: int = 512) -> np.ndarray:
     """The model's predicted class for every image, ``[N]`` int64."""
-    images = _as_images(data)
+    images = check_images(data, "x")
     device, dtype = model_device(model), model_dtype(model)
     with evaluation_mode(model):
         return np.concatenate(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from .attacks import Attack, AttackContext, build_attack, dataset_attack_settings
@@ -44,7 +45,7 @@ def training_data_fingerprint(train: LabeledImages) -> dict:
     labels = np.ascontiguousarray(train.y.numpy().astype("<i8"))
     return {"images": len(train), "image_shape": list(train.x.shape[1:]),
             "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest(),
-            "mean_pixel": round(float(train.x.double().mean()), 8)}
+            "mean_pixel": round(float(train.x.mean(dtype=torch.float64)), 8)}  # no float64 copy of the images
 
 
 def model_definition(
@@ -99,23 +100,43 @@ def reusable_checkpoint(name: str, folder: str | Path, definition: dict, device:
     entries = read_manifest(folder)["entries"]
     if name not in entries:
         return None
-    try:
-        model, entry, extra = load_checkpoint(name, folder, device or "cpu")
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{error}; pass retrain=True (command line: --retrain) to train it again, "
-                                f"or remove its entry from {Path(folder) / 'manifest.json'}") from None
-    stored = entry.get("config") or {}
+    stored = entries[name].get("config") or {}  # compared before the file is read and hashed
     differences = definition_differences(stored, definition)
     if differences:
         raise ValueError(
             f"checkpoint {name!r} in {folder} is another model than the one asked for: {'; '.join(differences)}. "
             f"Pass retrain=True (command line: --retrain) to train and replace it, or use another checkpoints "
             f"folder (reproduce: another --out)")
+    try:
+        found = load_checkpoint(name, folder, device or "cpu")
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}; pass retrain=True (command line: --retrain) to train it again, "
+                                f"or remove its entry from {Path(folder) / 'manifest.json'}") from None
     unchecked = sorted(set(definition) - set(stored))
     if unchecked:
         warnings.warn(f"checkpoint {name!r} does not record {unchecked} (written by an older version): "
                       f"reused without checking them", stacklevel=3)
-    return model, entry, extra
+    return found
+
+
+def _definition_and_checkpoint(dataset, arch, width, config, data, attack, name, checkpoints, retrain, device):
+    """``(width, config, definition, found)``: the defaults filled in, the model's definition, and the checkpoint
+    holding exactly that model (:func:`reusable_checkpoint`; None when it must be trained)."""
+    width = cpu_width(arch) if width is None else width
+    config = config or TrainConfig.cpu(arch)
+    definition = model_definition(dataset, arch, width, data.num_classes, attack, config, data.train)
+    found = None if checkpoints is None or retrain else reusable_checkpoint(name, checkpoints, definition, device)
+    return width, config, definition, found
+
+
+def _save_trained(model, name, definition, checkpoints, seconds, test, poisoned_test=None, attack=None) -> None:
+    """Save a freshly trained model with the MA (and ASR) measured on its weights as stored (float16)."""
+    if checkpoints is None:
+        raise ValueError("checkpoints: save=True needs a folder")
+    round_to_half_(model)  # measure the weights as stored
+    metrics = attack_metrics(model, test, poisoned_test, attack.target if attack is not None else None)
+    save_checkpoint(model, name, definition, checkpoints, metrics=metrics, train_seconds=seconds,
+                    extra_tensors=attack.state_tensors() if attack is not None else None)
 
 
 @dataclass
@@ -162,10 +183,8 @@ def attacked_model(
     data = data or load_dataset(dataset)
     atk = build_attack(attack, **dataset_attack_settings(dataset, attack)) if isinstance(attack, str) else attack
     name = name or checkpoint_name(dataset, arch, atk.name)
-    width = cpu_width(arch) if width is None else width
-    config = config or TrainConfig.cpu(arch)
-    definition = model_definition(dataset, arch, width, data.num_classes, atk, config, data.train)
-    found = None if checkpoints is None or retrain else reusable_checkpoint(name, checkpoints, definition, device)
+    width, config, definition, found = _definition_and_checkpoint(dataset, arch, width, config, data, atk, name,
+                                                                  checkpoints, retrain, device)
     if found is not None:
         model, entry, extra = found
         atk.load_state_tensors(extra)
@@ -186,12 +205,7 @@ def attacked_model(
     model.eval()
     poisoned_test = atk.poisoned_test_set(data.test)
     if save:
-        if checkpoints is None:
-            raise ValueError("checkpoints: save=True needs a folder")
-        round_to_half_(model)  # measure the weights as stored
-        metrics = attack_metrics(model, data.test, poisoned_test, atk.target)
-        save_checkpoint(model, name, definition, checkpoints, metrics=metrics, train_seconds=seconds,
-                        extra_tensors=atk.state_tensors())
+        _save_trained(model, name, definition, checkpoints, seconds, data.test, poisoned_test, atk)
     return AttackedModel(model, atk, data, poisoned_test, seconds, None)
 
 
@@ -214,10 +228,8 @@ def clean_model(
     """
     data = data or load_dataset(dataset)
     name = checkpoint_name(dataset, arch, "clean")
-    width = cpu_width(arch) if width is None else width
-    config = config or TrainConfig.cpu(arch)
-    definition = model_definition(dataset, arch, width, data.num_classes, None, config, data.train)
-    found = None if checkpoints is None or retrain else reusable_checkpoint(name, checkpoints, definition, device)
+    width, config, definition, found = _definition_and_checkpoint(dataset, arch, width, config, data, None, name,
+                                                                  checkpoints, retrain, device)
     if found is not None:
         model, entry, _ = found
         return model, entry.get("train_seconds")
@@ -228,11 +240,7 @@ def clean_model(
     seconds = time.perf_counter() - started
     model.eval()
     if save:
-        if checkpoints is None:
-            raise ValueError("checkpoints: save=True needs a folder")
-        round_to_half_(model)  # measure the weights as stored
-        save_checkpoint(model, name, definition, checkpoints, metrics=attack_metrics(model, data.test),
-                        train_seconds=seconds)
+        _save_trained(model, name, definition, checkpoints, seconds, data.test)
     return model, seconds
 
 

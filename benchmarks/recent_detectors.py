@@ -21,7 +21,6 @@ import argparse
 import os
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -29,21 +28,14 @@ from tqdm.auto import tqdm
 from _report import publish  # benchmarks/_report.py: a script's own folder is on sys.path
 from analysis.data import LabeledImages, load_digits
 from analysis.defenses import build_defense
-from analysis.features import predict_classes
-from analysis.experiments import run_detector
+from analysis.metrics import attack_metrics
+from analysis.experiments import _cap, run_detector  # _cap: as the apps use it
 from analysis.pipeline import attacked_model
 from analysis.reproduce import markdown_table
 
 DETECTORS = ("layerwise", "layerwise-trajectory", "strip", "scale-up", "ibd-psc", "ted")
 CELLS = ("resnet18:badnets", "resnet18:blended", "resnet18:wanet", "resnet18:issba",
          "mobilenetv2:badnets", "mobilenetv2:blended")
-
-
-def capped(data: LabeledImages, limit: int | None, seed: int) -> LabeledImages:
-    """A seeded subsample of at most ``limit`` images, in their original order (all when ``limit`` is None)."""
-    if limit is None or len(data) <= limit:
-        return data
-    return data.subset(np.sort(np.random.default_rng(seed).choice(len(data), size=limit, replace=False)))
 
 
 def build(name: str, seed: int, strip_blends: int):
@@ -79,12 +71,12 @@ def main() -> None:
     for arch, attack in cells:
         run = attacked_model("digits", arch, attack, data=data, progress=False)
         model = run.model.eval()
-        benign = capped(run.data.test, args.max_benign, args.seed)
-        poisoned = capped(run.poisoned_test, args.max_poisoned, args.seed)
+        benign = _cap(run.data.test, args.max_benign, args.seed)
+        poisoned = _cap(run.poisoned_test, args.max_poisoned, args.seed)
         info.append({"arch": arch, "attack": attack, "reference": len(run.data.reference), "benign": len(benign),
                      "poisoned": len(poisoned),
-                     "MA": float(np.mean(predict_classes(model, benign) == benign.y.numpy())) * 100,
-                     "ASR": float(np.mean(predict_classes(model, poisoned) == run.attack.target)) * 100})
+                     **{key.upper(): value * 100
+                        for key, value in attack_metrics(model, benign, poisoned, run.attack.target).items()}})
         for name in DETECTORS:
             progress.set_postfix_str(f"{arch} {attack} {name}")
             rows.append({"arch": arch, "attack": attack, **evaluate(name, args.seed, args.strip_blends, model,

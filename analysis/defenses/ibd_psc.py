@@ -13,9 +13,8 @@ the mean softmax probability, under the i-th amplified copy, of the class ``y(x)
 
 Score: ``-log(1 - PSC)``, with ``1 - PSC`` computed as the mean *doubt* ``1 - p_i`` in float64
 (:func:`.base.doubt`), exact where ``p_i`` itself rounds to 1. It orders inputs exactly as PSC does,
-but PSC in floating point ties at 1.0 for confident inputs (on the digits ResNet-18 + BadNets model:
-20 % of benign and 99.5 % of poisoned inputs), which made AUROC and TPR at a fixed FPR depend on
-rounding; the flag is unchanged (PSC > T ⟺ score > -log(1 - T)).
+but PSC in floating point ties at 1.0 for confident inputs (benign and poisoned alike), which made
+AUROC and TPR at a fixed FPR depend on rounding; the flag is unchanged (PSC > T ⟺ score > -log(1 - T)).
 
 Which layers (adaptive selection, as in the official code in BackdoorBox): the BatchNorm
 layers are ordered as ``model.named_modules()`` lists them (registration order; for this
