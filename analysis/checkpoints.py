@@ -24,10 +24,19 @@ import torch.nn as nn
 
 from .models import build_model
 
-__all__ = ["ChecksumError", "DEFAULT_DIR", "MANIFEST", "has_checkpoint", "library_versions",
+__all__ = ["ChecksumError", "DEFAULT_DIR", "MANIFEST", "checkpoint_name", "has_checkpoint", "library_versions",
            "load_checkpoint", "read_manifest", "round_to_half_", "save_checkpoint", "sha256_of"]
 
 MANIFEST = "manifest.json"
+
+
+def checkpoint_name(dataset: str, arch: str, attack: str, suffix: str = "") -> str:
+    """The one rule for a checkpoint's name: ``{dataset}-{arch}-{attack}``, then ``-{suffix}`` when given.
+
+    ``attack`` is ``"clean"`` for a model trained without poisoning; ``suffix`` tells apart the same attack
+    at other settings (``r0.01``: BadNets at 1 % poisoning; ``b0.5``: the adaptive attack at beta 0.5).
+    """
+    return f"{dataset}-{arch}-{attack}" + (f"-{suffix}" if suffix else "")
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
 

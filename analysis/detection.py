@@ -35,6 +35,14 @@ Deviations from the paper, all documented and optional:
   The reference distances are in-sample (the same samples fit the means and covariance), so they
   are a little smaller than those of new benign inputs; ``benchmarks/recent_detectors.py`` measures
   the resulting FPR.
+* ``target_fpr`` (not in the paper) replaces the fixed ``tau`` by one calibrated to a target false-positive
+  rate: the split-conformal order statistic (:func:`analysis.metrics.conformal_threshold`) of benign
+  suspicion scores (:meth:`LayerwiseDetector.suspicion`, every class pooled on that standardised scale, so a
+  class with a handful of samples borrows the others'), used as an effective tau for every class. After
+  :meth:`~LayerwiseDetector.fit` the calibration scores are the reference samples' own, each computed as if
+  that sample had been left out of the fit (approximately: see ``_leave_one_out_suspicion``), so the
+  finite-sample guarantee holds only approximately; :meth:`~LayerwiseDetector.calibrate` on held-out benign
+  inputs gives the exact one.
 * ``spread="mad"`` (not in the paper) takes ``mu_`` = median and ``sigma_`` = 1.4826 × the
   median absolute deviation of the reference scores: with a handful of reference samples per
   class, one atypical benign image can inflate the standard deviation and lower the threshold
@@ -52,7 +60,7 @@ import torch.nn as nn
 
 from .data import LabeledImages
 from .features import iter_features, paper_layers
-from .similarity import as_float64, cosine_to, euclidean_to
+from .similarity import as_float64, cosine_to, euclidean_to, leave_one_out_cosine
 from .validation import NotFittedError, check_images
 
 __all__ = ["Detection", "LayerwiseDetector", "MAD_TO_STD", "MIN_CLASS_SAMPLES", "ReferenceWarning",
@@ -123,6 +131,10 @@ class LayerwiseDetector:
     score : ``"sum"`` (paper: summed similarity at LOI-2..LOI, or at ``score_layers``) or
         ``"trajectory"`` (not in the paper: Mahalanobis distance of the per-layer standardised
         similarities over all L layers, or over ``score_layers``; higher = more suspicious; cosine only).
+    target_fpr : None (paper: flag beyond ``tau``) or a fraction in (0, 1) (not in the paper): flag beyond
+        ``calibrated_tau_``, the split-conformal threshold on the pooled suspicion scores of the reference
+        samples (each left out of the fit) or, after :meth:`calibrate`, of held-out benign inputs; ``tau`` is then unused
+        unless passed to :meth:`flag_scores` or :meth:`thresholds`.
 
     Learned attributes: ``n_layers_``, ``classes_``, ``layer_names_`` and ``input_shape_`` (the
     reference images' ``(C, H, W)``, which inputs must match; both None after :meth:`fit_features`),
@@ -133,7 +145,10 @@ class LayerwiseDetector:
     ``mean_similarity_`` (class -> [L]), ``loi_`` (class -> layer), ``score_layers_``
     (class -> tuple of layers), ``reference_scores_`` (class -> [m]), ``mu_``, ``sigma_``; for
     ``score="trajectory"`` also ``trajectory_mean_`` and ``trajectory_std_`` (class -> [K], over the K
-    scored layers) and ``trajectory_precision_`` ``[K, K]``.
+    scored layers) and ``trajectory_precision_`` ``[K, K]``; for ``target_fpr`` also ``calibrated_tau_``
+    (the effective tau; ``inf`` when too few calibration scores for the target) and ``calibration_`` (``"leave-one-out"``
+    or ``"held-out"``, with ``calibration_size_`` scores). Always: ``reference_similarity_loo_`` ``[N, L]``, each
+    reference sample's cosine similarity to its class's centroids computed without it.
     """
 
     def __init__(
@@ -147,8 +162,10 @@ class LayerwiseDetector:
         unknown_class: Literal["raise", "flag", "ignore"] = "raise",
         spread: Literal["std", "mad"] = "std",
         score: Score = "sum",
+        target_fpr: float | None = None,
     ) -> None:
         self.tau = tau
+        self.target_fpr = target_fpr
         self.score = score
         self.spread = spread
         self.metric = metric
@@ -161,7 +178,10 @@ class LayerwiseDetector:
     def _check_settings(self) -> None:
         if self.metric not in ("cosine", "euclidean"):
             raise ValueError(f"metric: expected 'cosine' or 'euclidean', got {self.metric!r}")
-        self._tau(None)
+        _check_tau(self.tau, "tau")
+        if self.target_fpr is not None and (isinstance(self.target_fpr, bool) or not isinstance(
+                self.target_fpr, (int, float, np.integer, np.floating)) or not 0.0 < self.target_fpr < 1.0):
+            raise ValueError(f"target_fpr: expected None or a fraction strictly between 0 and 1, got {self.target_fpr!r}")
         if self.spread not in ("std", "mad"):
             raise ValueError(f"spread: expected 'std' or 'mad', got {self.spread!r}")
         if self.score not in ("sum", "trajectory"):
@@ -192,10 +212,10 @@ class LayerwiseDetector:
         feats = _check_feature_list(features, len(labels_np), expected_layers=None)
         if any(f is None for f in feats):
             raise ValueError("features: fit_features needs an array for every layer, got None")
-        centroids, cos, dist = self._reference_similarities(lambda: iter([(0, feats)]), labels_np,
-                                                            [f"features[{i}]" for i in range(len(feats))])
+        similarities = self._reference_similarities(lambda: iter([(0, feats)]), labels_np,
+                                                    [f"features[{i}]" for i in range(len(feats))])
         self.layer_names_, self.input_shape_ = None, None
-        return self._fit_from_similarities(centroids, labels_np, cos, dist)
+        return self._fit_from_similarities(labels_np, *similarities)
 
     def fit(self, model: nn.Module, reference: LabeledImages) -> "LayerwiseDetector":
         """Fit on the model's features of the benign ``reference`` images (grouped by true label).
@@ -214,21 +234,23 @@ class LayerwiseDetector:
         def batches():
             return ((start, feats) for start, (feats, _) in _batched(model, reference.x, names, self.batch_size))
 
-        centroids, cos, dist = self._reference_similarities(
+        similarities = self._reference_similarities(
             batches, labels_np, [f"features of layer {i + 1} ({name})" for i, name in enumerate(names)])
         self.layer_names_ = names
         self.input_shape_ = tuple(reference.x.shape[1:])
-        return self._fit_from_similarities(centroids, labels_np, cos, dist)
+        return self._fit_from_similarities(labels_np, *similarities)
 
     def _reference_similarities(
         self, batches, labels: np.ndarray, layer_names: Sequence[str]
-    ) -> tuple[dict[int, list[torch.Tensor]], np.ndarray, np.ndarray | None]:
+    ) -> tuple[dict[int, list[torch.Tensor]], np.ndarray, np.ndarray, np.ndarray | None]:
         """Centroids (Definition 1) and each reference sample's similarity to its class's (Definition 2).
 
         ``batches()`` yields ``(start row, [L feature blocks [B, D_l]])`` and is called twice: class sums
         first, then similarities, so features are streamed, never held whole. Sums are float64, on the
         features' device unless it has no float64 (Apple MPS: then on the CPU). Returns ``centroids``
-        (class -> L float64 tensors ``[D_l]``), ``cos`` ``[N, L]`` and ``dist`` ``[N, L]`` (None for cosine).
+        (class -> L float64 tensors ``[D_l]``), ``cos`` ``[N, L]``, ``loo_cos`` ``[N, L]`` (the same, each to
+        its class's centroids without itself: :func:`analysis.similarity.leave_one_out_cosine`) and ``dist``
+        ``[N, L]`` (None for cosine).
         """
         classes = _check_reference_classes(labels)
         sums: dict[int, list[torch.Tensor | float]] = {int(t): [0.0] * len(layer_names) for t in classes}
@@ -242,6 +264,7 @@ class LayerwiseDetector:
         counts = {int(t): int(np.sum(labels == t)) for t in classes}
         centroids = {t: [total / counts[t] for total in per_layer] for t, per_layer in sums.items()}
         cos = np.zeros((len(labels), len(layer_names)))
+        loo_cos = np.zeros_like(cos)
         dist = np.zeros_like(cos) if self.metric == "euclidean" else None
         for start, feats in batches():
             y = labels[start : start + len(feats[0])]
@@ -250,12 +273,13 @@ class LayerwiseDetector:
                 for i, f in enumerate(feats):
                     sub = f[torch.as_tensor(rows, device=f.device)] if isinstance(f, torch.Tensor) else np.asarray(f)[rows]
                     cos[start + rows, i] = cosine_to(sub, centroids[int(t)][i]).cpu().numpy()
+                    loo_cos[start + rows, i] = leave_one_out_cosine(sub, centroids[int(t)][i], counts[int(t)]).cpu().numpy()
                     if dist is not None:
                         dist[start + rows, i] = euclidean_to(sub, centroids[int(t)][i]).cpu().numpy()
-        return centroids, cos, dist
+        return centroids, cos, loo_cos, dist
 
     def _fit_from_similarities(
-        self, centroids: dict, labels: np.ndarray, cos: np.ndarray, dist: np.ndarray | None
+        self, labels: np.ndarray, centroids: dict, cos: np.ndarray, loo_cos: np.ndarray, dist: np.ndarray | None
     ) -> "LayerwiseDetector":
         n_layers = cos.shape[1]
         if n_layers < 4:
@@ -268,6 +292,7 @@ class LayerwiseDetector:
                 raise ValueError(f"score_layers: expected layers in 1..{n_layers}, got {list(self.score_layers)}")
         values = cos if dist is None else dist
         self.reference_labels_, self.reference_similarity_, self.reference_distance_ = labels, cos, dist
+        self.reference_similarity_loo_ = loo_cos
         self.n_layers_ = n_layers
         self.classes_ = np.array(sorted(centroids), dtype=np.int64)
         self.centroids_ = centroids
@@ -288,14 +313,91 @@ class LayerwiseDetector:
         for t in self.classes_.tolist():
             # trajectory distances are on one scale for every class (standardised per class and layer), so mu and
             # sigma are estimated from all classes' reference distances together, not from a handful per class
-            scores = pooled if self.score == "trajectory" else self.reference_scores_[t]
-            if self.spread == "std":
-                self.mu_[t] = float(scores.mean())
-                self.sigma_[t] = float(scores.std(ddof=0))
-            else:
-                self.mu_[t] = float(np.median(scores))
-                self.sigma_[t] = float(MAD_TO_STD * np.median(np.abs(scores - self.mu_[t])))
+            self.mu_[t], self.sigma_[t] = self._location_spread(pooled if self.score == "trajectory"
+                                                                else self.reference_scores_[t])
         _warn_degenerate_spread(self.mu_, self.sigma_)
+        if self.target_fpr is not None:
+            self._set_calibration(self._leave_one_out_suspicion(), "leave-one-out")
+        return self
+
+    def _location_spread(self, scores: np.ndarray) -> tuple[float, float]:
+        """``(mu, sigma)`` of reference scores: mean and population std (paper), or median and 1.4826 × MAD."""
+        if self.spread == "std":
+            return float(scores.mean()), float(scores.std(ddof=0))
+        median = float(np.median(scores))
+        return median, float(MAD_TO_STD * np.median(np.abs(scores - median)))
+
+    def _leave_one_out_suspicion(self) -> np.ndarray:
+        """``[N]`` each reference sample's suspicion as if it had been left out of the fit (``target_fpr``'s calibration).
+
+        In-sample suspicion is biased low: a sample pulls its own class's centroids, mean and std towards
+        itself, so a threshold set on in-sample scores flags more new benign inputs than the target. Here each sample is scored against its class's centroids without it (exact:
+        :func:`analysis.similarity.leave_one_out_cosine`; Euclidean distances grow by n / (n - 1)), against the
+        mu and sigma (sum) or per-layer mean and std (trajectory) of the *other* samples' in-sample values. Not
+        recomputed without it: the other samples' similarities, the LOI, the trajectory's pooled covariance and
+        its pooled mu and sigma (one sample among all classes' moves them little).
+        """
+        labels, cos, loo_cos = self.reference_labels_, self.reference_similarity_, self.reference_similarity_loo_
+        out = np.empty(len(labels))
+        for t in self.classes_.tolist():
+            rows = np.flatnonzero(labels == t)
+            n, columns = len(rows), [layer - 1 for layer in self.score_layers_[t]]
+            if self.score == "trajectory":
+                values, held_out = cos[rows][:, columns], loo_cos[rows][:, columns]
+                mean_others = (values.sum(0) - values) / (n - 1)
+                var_others = ((values ** 2).sum(0) - values ** 2) / (n - 1) - mean_others ** 2
+                z = (held_out - mean_others) / np.maximum(np.sqrt(np.maximum(var_others, 0.0)), TRAJECTORY_STD_FLOOR)
+                distances = np.einsum("ij,jk,ik->i", z, self.trajectory_precision_, z)
+                out[rows] = (distances - self.mu_[t]) / max(self.sigma_[t], 1e-12)
+                continue
+            if self.reference_distance_ is None:
+                held_out = loo_cos[rows][:, columns].sum(1)
+            else:
+                held_out = self.reference_distance_[rows][:, columns].sum(1) * n / (n - 1)
+            in_sample = self.reference_scores_[t]
+            for k in range(n):
+                mu, sigma = self._location_spread(np.delete(in_sample, k))
+                sign = 1.0 if self._higher_is_suspicious else -1.0
+                out[rows[k]] = sign * (held_out[k] - mu) / max(sigma, 1e-12)
+        return out
+
+    def _set_calibration(self, suspicion: np.ndarray, source: str) -> None:
+        """``calibrated_tau_``: the split-conformal threshold of benign ``suspicion`` scores for ``target_fpr``."""
+        from .metrics import conformal_threshold
+
+        self.calibrated_tau_ = conformal_threshold(suspicion, self.target_fpr)
+        self.calibration_, self.calibration_size_ = source, len(suspicion)
+        if not np.isfinite(self.calibrated_tau_):
+            warnings.warn(f"target_fpr={self.target_fpr}: {len(suspicion)} calibration scores are too few to reach it "
+                          f"(at least {int(np.ceil(1 / self.target_fpr - 1))} are needed); nothing will be flagged",
+                          ReferenceWarning, stacklevel=3)
+
+    def calibrate(self, model: nn.Module, x: LabeledImages | ArrayLike) -> "LayerwiseDetector":
+        """Set ``calibrated_tau_`` from held-out benign inputs ``x`` (not the reference samples); returns ``self``.
+
+        The split-conformal step of ``target_fpr``: each input is scored against its predicted class, as at
+        detection time, and the threshold is the order statistic of :func:`analysis.metrics.conformal_threshold`
+        of their suspicion scores. If new benign inputs are drawn like ``x``, each is flagged with probability
+        at most ``target_fpr``. Labels, when ``x`` has them, are not read.
+        """
+        found = self.detect(model, x)  # checks fitted and inputs
+        return self.calibrate_scores(found.scores, found.predicted)
+
+    def calibrate_scores(self, scores: ArrayLike, predicted: ArrayLike) -> "LayerwiseDetector":
+        """:meth:`calibrate` from precomputed scores ``[N]`` (as :meth:`score_features` returns) and predicted classes."""
+        self._check_fitted()
+        if self.target_fpr is None:
+            raise ValueError("target_fpr: calibration needs a target false-positive rate; build the detector with "
+                             "target_fpr=... (e.g. 0.05)")
+        suspicion = self.suspicion(scores, predicted)
+        known = np.isfinite(suspicion)
+        if not known.any():
+            raise ValueError("scores: no input has a finite suspicion score (all predicted as classes without "
+                             "reference samples?)")
+        if not known.all():
+            warnings.warn(f"calibrate: {int((~known).sum())} of {len(known)} inputs have no score (classes without "
+                          f"reference samples) and are left out", ReferenceWarning, stacklevel=2)
+        self._set_calibration(suspicion[known], "held-out")
         return self
 
     def _fit_trajectory(self, cos: np.ndarray, labels: np.ndarray) -> None:
@@ -337,14 +439,14 @@ class LayerwiseDetector:
         other = LayerwiseDetector(**{**self.get_params(), "score_layers": score_layers})
         other._check_settings()
         other.layer_names_, other.input_shape_ = self.layer_names_, self.input_shape_
-        return other._fit_from_similarities(self.centroids_, self.reference_labels_, self.reference_similarity_,
-                                            self.reference_distance_)
+        return other._fit_from_similarities(self.reference_labels_, self.centroids_, self.reference_similarity_,
+                                            self.reference_similarity_loo_, self.reference_distance_)
 
     def get_params(self) -> dict:
         """The constructor's settings (as scikit-learn's ``get_params``)."""
         return {"tau": self.tau, "metric": self.metric, "layers": self.layers, "score_layers": self.score_layers,
                 "batch_size": self.batch_size, "unknown_class": self.unknown_class, "spread": self.spread,
-                "score": self.score}
+                "score": self.score, "target_fpr": self.target_fpr}
 
     # ------------------------------------------------------------------ scoring
     def _score_block(self, feats: Sequence[ArrayLike | None], predicted: np.ndarray) -> np.ndarray:
@@ -370,19 +472,24 @@ class LayerwiseDetector:
         return scores
 
     def _tau(self, tau: float | None) -> float:
-        """``tau`` (or ``self.tau`` when None), checked where it is used: a finite number >= 0.
+        """The tau in effect: ``tau`` if given, else ``calibrated_tau_`` with ``target_fpr``, else ``self.tau``.
 
-        Checked here, not only in ``fit``: a NaN or negative τ passed to a scoring call, or set on the
-        detector after ``fit``, would otherwise flag nothing or everything without a word.
+        Checked where it is used, not only in ``fit``: a NaN or negative τ passed to a scoring call, or set
+        on the detector after ``fit``, would otherwise flag nothing or everything without a word.
         """
-        name, value = ("tau", tau) if tau is not None else ("tau (the detector's setting)", self.tau)
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name}: expected a finite number >= 0 (standard deviations), got {value!r}")
-        return float(value)
+        if tau is not None:
+            return _check_tau(tau, "tau")
+        if self.target_fpr is not None:
+            if not hasattr(self, "calibrated_tau_"):
+                raise NotFittedError("target_fpr was set after fit: fit again, or call calibrate(model, benign)")
+            return self.calibrated_tau_
+        return _check_tau(self.tau, "tau (the detector's setting)")
 
     def flag_scores(self, scores: ArrayLike, predicted: ArrayLike, tau: float | None = None) -> np.ndarray:
-        """Apply the threshold to precomputed scores: True = poisoned. ``tau`` overrides ``self.tau``."""
+        """Apply the threshold to precomputed scores: True = poisoned.
+
+        ``tau`` overrides the tau in effect (``self.tau``, or ``calibrated_tau_`` when ``target_fpr`` is set).
+        """
         self._check_fitted()
         tau = self._tau(tau)
         scores_np = np.asarray(scores, dtype=np.float64)
@@ -403,7 +510,8 @@ class LayerwiseDetector:
     def thresholds(self, tau: float | None = None) -> dict[int, float]:
         """Per class, the score beyond which an input is flagged (mu - tau sigma; mu + tau sigma for Euclidean and trajectory scores).
 
-        ``tau`` overrides ``self.tau`` (as in :meth:`flag_scores`).
+        ``tau`` overrides the tau in effect (``self.tau``, or ``calibrated_tau_`` with ``target_fpr``), as in
+        :meth:`flag_scores`.
         """
         self._check_fitted()
         tau = self._tau(tau)
@@ -510,6 +618,13 @@ class LayerwiseDetector:
 
 
 # ---------------------------------------------------------------------- helpers
+def _check_tau(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: expected a finite number >= 0 (standard deviations), got {value!r}")
+    return float(value)
+
+
 def _batched(model: nn.Module, images: torch.Tensor, names: Sequence[str], batch_size: int):
     """``(start, (features, logits))`` per batch; the layers must be listed in forward order (the LOI rule reads them so)."""
     start = 0

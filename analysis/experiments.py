@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import paper_results as paper
 from .attacks import ATTACKS, build_attack, dataset_attack_settings
-from .checkpoints import DEFAULT_DIR, has_checkpoint
+from .checkpoints import DEFAULT_DIR, checkpoint_name, has_checkpoint
 from .data import DatasetSplits, LabeledImages, stratified_fraction
 from .detection import LayerwiseDetector
 from .features import paper_layers, predict_classes
@@ -34,8 +34,8 @@ from .training import TrainConfig
 from .zoo import adaptive_name, badnets_rate_name
 
 __all__ = ["DETECTION_COLUMNS", "EXPERIMENTS", "MIN_FIG6_POISONED", "OWN_TABLE_ATTACKS", "PROFILES", "Study",
-           "VARIANTS", "available_defenses", "build_detector", "default_attacks", "detector_runtime",
-           "fig11_runtime", "fig5_threshold", "fig6_scores", "figs_layerwise_curves", "run_detector",
+           "DetectorRun", "LAYERWISE_OPTIONS", "VARIANTS", "available_defenses", "build_detector", "default_attacks", "detector_runtime",
+           "fig11_runtime", "fig5_threshold", "fig6_scores", "figs_layerwise_curves", "run_detector", "run_detector_scores",
            "stability_figure", "table3_attacks", "table4_rates", "table5_features", "table6_single_layers",
            "table7_adaptive", "table8_metrics", "tables12_detection", "trigger_psnr"]
 
@@ -114,7 +114,7 @@ class Study:
         ``settings`` override the dataset's own (:func:`analysis.attacks.dataset_attack_settings`).
         """
         atk = build_attack(attack, **{**dataset_attack_settings(self.data.name, attack), **settings})
-        name = name or f"{self.data.name}-{arch}-{attack}"
+        name = name or checkpoint_name(self.data.name, arch, attack)
         key = (arch, name)
         if key not in self._cache:
             use_zoo = self._in_zoo(name)
@@ -136,7 +136,7 @@ class Study:
 
         key = (arch, "clean")
         if key not in self._cache:
-            name = f"{self.data.name}-{arch}-clean"
+            name = checkpoint_name(self.data.name, arch, "clean")
             use_zoo = self._in_zoo(name)
             self._cache[key] = clean_model(self.data.name, arch, config=self.config(arch),
                                            checkpoints=self.zoo_dir if use_zoo else self.models_dir,
@@ -161,12 +161,24 @@ class Study:
 #: cluster holding fewer reference samples.
 VARIANTS: dict[str, tuple[str, dict]] = {"ac-ref": ("ac", {"criterion": "reference"})}
 
+#: The layer-wise detector's options beyond the paper, as rows of the detection tables (not the paper's
+#: numbers: their paper columns stay empty): name -> settings of :class:`analysis.detection.LayerwiseDetector`.
+LAYERWISE_OPTIONS: dict[str, dict] = {
+    "layerwise-trajectory": {"score": "trajectory"},
+    "layerwise-trajectory-fpr5": {"score": "trajectory", "target_fpr": 0.05},
+}
 
-def available_defenses() -> tuple[str, ...]:
-    """Detector names for the comparison tables, in the paper's order, plus :data:`VARIANTS`."""
-    from .defenses import DETECTORS
 
-    return tuple(d for d in paper.DEFENSES if d in DETECTORS) + tuple(VARIANTS)
+def available_defenses(include_recent: bool = False) -> tuple[str, ...]:
+    """Detector names for the comparison tables: the paper's seven in its order, then :data:`VARIANTS`.
+
+    ``include_recent``: also the detectors published after the paper
+    (:data:`analysis.defenses.RECENT_DEFENSES`) and the layer-wise options (:data:`LAYERWISE_OPTIONS`).
+    """
+    from .defenses import DETECTORS, RECENT_DEFENSES
+
+    names = tuple(d for d in paper.DEFENSES if d in DETECTORS) + tuple(VARIANTS)
+    return names + tuple(RECENT_DEFENSES) + tuple(LAYERWISE_OPTIONS) if include_recent else names
 
 
 def build_detector(name: str, seed: int = 0, **settings):
@@ -179,9 +191,10 @@ def build_detector(name: str, seed: int = 0, **settings):
 
     from .defenses import DETECTORS, build_defense
 
-    base, extra = VARIANTS.get(name, (name, {}))
+    base, extra = VARIANTS.get(name, ("layerwise", LAYERWISE_OPTIONS[name]) if name in LAYERWISE_OPTIONS else (name, {}))
     if base not in DETECTORS:
-        raise ValueError(f"name: unknown detector {name!r}; expected one of {sorted(DETECTORS) + sorted(VARIANTS)}")
+        raise ValueError(f"name: unknown detector {name!r}; expected one of "
+                         f"{sorted(DETECTORS) + sorted(VARIANTS) + sorted(LAYERWISE_OPTIONS)}")
     extra = dict(extra)
     if "seed" in inspect.signature(DETECTORS[base].__init__).parameters:
         extra["seed"] = seed
@@ -191,7 +204,10 @@ def build_detector(name: str, seed: int = 0, **settings):
 
 
 def _base(name: str) -> str:
-    """The registered defense behind a detector name (a :data:`VARIANTS` row's base, else the name)."""
+    """The paper's defense whose numbers a row is shown beside (a :data:`VARIANTS` row's base, else the name).
+
+    A :data:`LAYERWISE_OPTIONS` row is not the paper's method: it keeps its own name, so its paper columns are NaN.
+    """
     return VARIANTS.get(name, (name, {}))[0]
 
 
@@ -200,14 +216,23 @@ def _paper_cell(table: dict, name: str, attack: str) -> tuple[float, float]:
     return table.get(_base(name), {}).get(attack, (np.nan, np.nan))
 
 
-def run_detector(detector, model, reference: LabeledImages, benign: LabeledImages, poisoned: LabeledImages,
-                 train: LabeledImages | None = None) -> dict[str, float]:
+@dataclass(frozen=True)
+class DetectorRun:
+    """One detector fitted and run once (:func:`run_detector_scores`)."""
+
+    metrics: dict[str, float]  # DETECTION_COLUMNS in %, and "seconds" of fit + detection
+    suspicion_benign: np.ndarray  # [n] higher = more suspicious (the defenses' score_samples)
+    suspicion_poisoned: np.ndarray  # [m]
+
+
+def run_detector_scores(detector, model, reference: LabeledImages, benign: LabeledImages, poisoned: LabeledImages,
+                        train: LabeledImages | None = None) -> DetectorRun:
     """Fit ``detector`` on ``reference`` and run it once on benign + poisoned inputs together.
 
     One call on the mixed set matters for AC and SCAn, which judge a set of inputs as a whole.
-    Returns, in %, the protocol of :func:`analysis.metrics.detection_metrics` (:data:`DETECTION_COLUMNS`:
+    ``metrics``: in %, the protocol of :func:`analysis.metrics.detection_metrics` (:data:`DETECTION_COLUMNS`:
     TPR, FPR and F1 at the detector's threshold; AUROC and TPR at FPR <= 1 % / 5 % of its suspicion
-    score, NaN where undefined) and the seconds of fit + detection.
+    score, NaN where undefined) and the seconds of fit + detection; the suspicion scores give ROC curves.
     """
     from .metrics import detection_metrics
 
@@ -217,7 +242,14 @@ def run_detector(detector, model, reference: LabeledImages, benign: LabeledImage
     seconds = time.perf_counter() - started
     n = len(benign)
     found_metrics = detection_metrics(found.flagged[:n], found.flagged[n:], found.scores[:n], found.scores[n:])
-    return {column: found_metrics[key] * 100 for key, column in DETECTION_COLUMNS.items()} | {"seconds": seconds}
+    metrics = {column: found_metrics[key] * 100 for key, column in DETECTION_COLUMNS.items()} | {"seconds": seconds}
+    return DetectorRun(metrics, np.asarray(found.scores[:n]), np.asarray(found.scores[n:]))
+
+
+def run_detector(detector, model, reference: LabeledImages, benign: LabeledImages, poisoned: LabeledImages,
+                 train: LabeledImages | None = None) -> dict[str, float]:
+    """The ``metrics`` of :func:`run_detector_scores`: the detection protocol in %, and seconds."""
+    return run_detector_scores(detector, model, reference, benign, poisoned, train).metrics
 
 
 #: Column of each :func:`analysis.metrics.detection_metrics` entry in the detection tables (percentages).
@@ -279,35 +311,46 @@ def table3_attacks(study: Study) -> tuple[pd.DataFrame, list]:
 
 # ---------------------------------------------------------------------- Tables 1/2 and Figs. 9/10
 def tables12_detection(study: Study, defenses: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, list]:
-    """TPR, FPR (and AUROC) of every detector on every attack, mean ± std over runs, beside Tables 1/2.
+    """Every detector on every attack, mean ± std over runs, beside Tables 1/2; ROC curves of run 0.
 
-    Run ``r``: the reference set is redrawn (:meth:`Study.redraw`), randomised defenses get seed ``r``,
-    and every detector sees the same inputs: the run's benign evaluation images and their triggered
-    non-target versions, each capped at ``study.max_eval`` by a seeded subsample (RS and STRIP cost
-    one forward pass per neighbour or blend: 100 per input at the paper's settings, ``study.defense_samples``
-    when set). Fine-Pruning fine-tunes on the model's training set.
+    ``defenses``: default :func:`available_defenses` ``(include_recent=True)``: the paper's seven, ``ac-ref``,
+    SCALE-UP, IBD-PSC, TED and the layer-wise options. Run ``r``: the reference set is redrawn
+    (:meth:`Study.redraw`), randomised defenses get seed ``r``, and every detector sees the same inputs: the
+    run's benign evaluation images and their triggered non-target versions, each capped at ``study.max_eval``
+    by a seeded subsample (RS and STRIP cost one forward pass per neighbour or blend: 100 per input at the
+    paper's settings, ``study.defense_samples`` when set). Fine-Pruning fine-tunes on the model's training
+    set. Columns: :data:`DETECTION_COLUMNS` (mean and ``_std``), seconds, and the paper's TPR / FPR.
+    Figures: Figs. 9/10 per architecture, and ``roc_<arch>_<attack>``, every detector's ROC curve on run 0's inputs.
     """
-    defenses = defenses or available_defenses()
-    rows = []
+    from .plotting import roc_figure
+
+    defenses = defenses or available_defenses(include_recent=True)
+    rows, rocs = [], []
     for arch in study.archs:
         for attack in study.attacks:
             run = study.model(arch, attack)
             results: dict[str, list[dict]] = {name: [] for name in defenses}
+            curves = {}
             for r in range(study.runs):
                 reference, benign = study.redraw(r)
                 poisoned = _cap(run.attack.poisoned_test_set(benign), study.max_eval, 2000 + r)
                 benign = _cap(benign, study.max_eval, 1000 + r)
                 for name in tqdm(defenses, desc=f"{arch} {attack} run {r}", leave=False, disable=not study.progress):
                     detector = build_detector(name, seed=r, **study.detector_settings(name))
-                    results[name].append(run_detector(detector, run.model, reference, benign, poisoned,
-                                                      train=run.data.train))
+                    found = run_detector_scores(detector, run.model, reference, benign, poisoned, train=run.data.train)
+                    results[name].append(found.metrics)
+                    if r == 0:
+                        curves[name] = (found.suspicion_benign, found.suspicion_poisoned)
             for name in defenses:
                 rows.append({"arch": arch, "attack": attack, "defense": name, **_summary(results[name]),
                              "runs": study.runs, "n_benign": len(benign), "n_poisoned": len(poisoned),
                              **paper.paper_columns("tables12", arch, attack, _base(name))})
+            rocs.append((f"roc_{arch}_{attack}", roc_figure(
+                curves, f"ROC curves, {arch} + {attack} (run 0: {len(curves[defenses[0]][0])} benign, "
+                        f"{len(curves[defenses[0]][1])} poisoned inputs)")))
     table = pd.DataFrame(rows)
     return table, [(f"fig9_10_stability_{arch}", stability_figure(table[table.arch == arch], arch))
-                   for arch in study.archs]
+                   for arch in study.archs] + rocs
 
 
 def stability_figure(table: pd.DataFrame, arch: str):

@@ -8,6 +8,8 @@
 * TPR at FPR <= x: the best TPR of a threshold on the suspicion score whose FPR on the benign
   evaluation inputs is at most x.
 * F1: of the flags, poisoned = positive.
+* Conformal threshold: the suspicion above which at most a target share of new benign inputs fall,
+  set from benign calibration scores by the split-conformal order statistic.
 
 :func:`detection_metrics` computes all of a detection cell's numbers; everything reports through it.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DETECTION_METRICS", "attack_metrics", "attack_success_rate", "auroc", "detection_metrics",
+__all__ = ["DETECTION_METRICS", "attack_metrics", "attack_success_rate", "auroc", "conformal_threshold", "detection_metrics",
            "f1_score", "false_positive_rate", "main_accuracy", "roc_points", "tpr_at_fpr",
            "true_positive_rate"]
 
@@ -89,6 +91,26 @@ def tpr_at_fpr(suspicion_benign, suspicion_poisoned, max_fpr: float) -> float:
     threshold = -np.inf if allowed >= len(benign) else np.sort(benign.astype(np.float64))[::-1][allowed]
     return float(np.mean(poisoned.astype(np.float64) > threshold))
 
+
+def conformal_threshold(calibration_suspicion, target_fpr: float) -> float:
+    """The split-conformal threshold on a suspicion score (higher = more suspicious) for a target FPR.
+
+    With the ``n`` benign calibration scores sorted ascending, ``s_(1) <= ... <= s_(n)``, returns ``s_(k)`` with
+    ``k = ceil((n + 1) * (1 - target_fpr))``; an input is flagged when its suspicion is *strictly above* it.
+    If a new benign input's score and the calibration scores are exchangeable (drawn alike, the calibration
+    scores not used to fit the detector), then P(new benign input flagged) <= ``(n + 1 - k) / (n + 1)``
+    <= ``target_fpr``, for any n and any score distribution (ties only lower it). When ``k > n``
+    (``n < 1 / target_fpr - 1``) no calibration score is high enough: returns ``inf`` (nothing is flagged).
+    """
+    scores = _flat(calibration_suspicion, "calibration_suspicion").astype(np.float64)
+    if isinstance(target_fpr, bool) or not isinstance(target_fpr, (int, float, np.integer, np.floating)) \
+            or not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"target_fpr: expected a fraction strictly between 0 and 1, got {target_fpr!r}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("calibration_suspicion: contains NaN or inf")
+    n = len(scores)
+    k = int(np.ceil((n + 1) * (1.0 - target_fpr) - 1e-9))
+    return float(np.inf) if k > n else float(np.sort(scores)[k - 1])
 
 
 def f1_score(flagged_benign, flagged_poisoned) -> float:

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import Attack, AttackContext, build_attack, dataset_attack_settings
-from .checkpoints import DEFAULT_DIR, load_checkpoint, read_manifest, round_to_half_, save_checkpoint
+from .checkpoints import DEFAULT_DIR, checkpoint_name, load_checkpoint, read_manifest, round_to_half_, save_checkpoint
 from .data import DatasetSplits, LabeledImages, load_dataset
 from .detection import Detection, LayerwiseDetector
 from .devices import seed_everything
@@ -27,12 +27,8 @@ from .metrics import attack_metrics
 from .models import build_model, cpu_width
 from .training import TrainConfig, train
 
-__all__ = ["Analysis", "AttackedModel", "analyse", "attacked_model", "checkpoint_name", "clean_model",
+__all__ = ["Analysis", "AttackedModel", "analyse", "attacked_model", "clean_model",
            "definition_differences", "model_definition", "reusable_checkpoint", "training_data_fingerprint"]
-
-
-def checkpoint_name(dataset: str, arch: str, attack: str) -> str:
-    return f"{dataset}-{arch}-{attack}"
 
 
 def training_data_fingerprint(train: LabeledImages) -> dict:

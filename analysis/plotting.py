@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 __all__ = ["BENIGN_COLOR", "LOI_COLOR", "PLOTLY_JS", "POISONED_COLOR", "histogram_figure",
-           "layerwise_curve_figure", "make_html_offline", "write_figure_html", "write_html_report"]
+           "layerwise_curve_figure", "make_html_offline", "roc_figure", "write_figure_html", "write_html_report"]
 
 BENIGN_COLOR = "#2ca02c"
 POISONED_COLOR = "#d62728"
@@ -95,6 +95,37 @@ def histogram_figure(
     fig.update_yaxes(title_text="share of inputs", **cell)
     if standalone:
         fig.update_layout(title=title, barmode="overlay", template="plotly_white")
+    return fig
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, *, fig: go.Figure | None = None,
+               row: int | None = None, col: int | None = None, max_fpr: float = 1.0) -> go.Figure:
+    """ROC curves, one per detector: ``curves[name] = (suspicion of benign [n], suspicion of poisoned [m])``.
+
+    Each curve is :func:`analysis.metrics.roc_points` of its scores (higher = more suspicious) and its legend
+    gives the AUROC (:func:`analysis.metrics.auroc`); a detector whose scores hold NaN or inf (e.g. inputs of
+    a class without reference samples) is listed without a curve. ``max_fpr`` < 1 zooms the x axis on the
+    low-FPR end, where a deployable detector operates. Dotted: the chance diagonal.
+    """
+    from .metrics import auroc, roc_points
+
+    standalone = fig is None
+    fig = go.Figure() if standalone else fig
+    cell = _cell(row, col)
+    for name, (benign, poisoned) in curves.items():
+        benign, poisoned = np.asarray(benign, dtype=np.float64), np.asarray(poisoned, dtype=np.float64)
+        if not (np.all(np.isfinite(benign)) and np.all(np.isfinite(poisoned))):
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"{name} (no finite scores)"), **cell)
+            continue
+        fpr, tpr = roc_points(benign, poisoned)
+        fig.add_trace(go.Scatter(x=fpr * 100, y=tpr * 100, mode="lines", line_shape="hv",
+                                 name=f"{name} (AUROC {100 * auroc(benign, poisoned):.1f})"), **cell)
+    fig.add_trace(go.Scatter(x=[0, 100], y=[0, 100], mode="lines", line=dict(dash="dot", color="gray"),
+                             name="chance", showlegend=False), **cell)
+    fig.update_xaxes(title_text="FPR % (benign inputs flagged)", range=[0, 100 * max_fpr], **cell)
+    fig.update_yaxes(title_text="TPR % (poisoned inputs flagged)", range=[0, 101], **cell)
+    if standalone:
+        fig.update_layout(title=title, template="plotly_white")
     return fig
 
 

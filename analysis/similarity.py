@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["EPS", "as_float64", "cosine_to", "euclidean_to", "float64_device"]
+__all__ = ["EPS", "as_float64", "cosine_to", "euclidean_to", "float64_device", "leave_one_out_cosine"]
 
 EPS = 1e-12
 
@@ -39,3 +39,20 @@ def euclidean_to(features: np.ndarray | torch.Tensor, center: torch.Tensor) -> t
     """Euclidean distance ``[N]`` of each row to ``center`` (the paper's Table 8 alternative)."""
     feats = as_float64(features)
     return (feats - center.to(feats.device, torch.float64)).norm(dim=1)
+
+
+def leave_one_out_cosine(features: np.ndarray | torch.Tensor, center: torch.Tensor, count: int) -> torch.Tensor:
+    """Cosine similarity ``[N]`` of each row to ``center`` recomputed *without that row*.
+
+    ``center`` is the mean of ``count`` rows of a class, these rows among them. Without row ``x`` the mean is
+    ``(count * center - x) / (count - 1)``; the cosine is scale-free, so it is
+    ``(count x·c - |x|²) / (|x| |count c - x|)``, with ``|count c - x|² = count² |c|² - 2 count x·c + |x|²``:
+    no second pass over the class. Zero vectors give 0, as in :func:`cosine_to`.
+    """
+    if count < 2:
+        raise ValueError(f"count: a leave-one-out centroid needs at least 2 samples, got {count}")
+    feats = as_float64(features)
+    center = center.to(feats.device, torch.float64)
+    dots, squares, center_sq = feats @ center, (feats * feats).sum(1), center @ center
+    rest_sq = (count * count * center_sq - 2 * count * dots + squares).clamp_min(0.0)
+    return (count * dots - squares) / (squares.sqrt() * rest_sq.sqrt()).clamp_min(EPS)

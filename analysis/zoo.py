@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .attacks import ATTACKS, build_attack, dataset_attack_settings
-from .checkpoints import DEFAULT_DIR, load_checkpoint, read_manifest
+from .checkpoints import DEFAULT_DIR, checkpoint_name, load_checkpoint, read_manifest
 from .data import DatasetSplits, load_dataset
 from .metrics import attack_metrics
 from .models import ARCHITECTURES
@@ -54,13 +54,13 @@ def zoo_entries(archs: tuple[str, ...] = ARCHITECTURES) -> list[ZooEntry]:
     """
     entries = []
     for arch in archs:
-        entries.append(ZooEntry(f"digits-{arch}-clean", arch, "clean"))
+        entries.append(ZooEntry(checkpoint_name("digits", arch, "clean"), arch, "clean"))
         for attack in [a for a in ZOO_ATTACKS if a in ATTACKS]:
             if attack == "adaptive":
                 for beta in ADAPTIVE_BETAS:
                     entries.append(ZooEntry(adaptive_name("digits", arch, beta), arch, attack, {"beta": beta}))
             else:
-                entries.append(ZooEntry(f"digits-{arch}-{attack}", arch, attack,
+                entries.append(ZooEntry(checkpoint_name("digits", arch, attack), arch, attack,
                                         dataset_attack_settings("digits", attack)))
         if arch == archs[0]:
             entries += [ZooEntry(badnets_rate_name("digits", arch, rate), arch, "badnets", {"rate": rate})
@@ -70,12 +70,12 @@ def zoo_entries(archs: tuple[str, ...] = ARCHITECTURES) -> list[ZooEntry]:
 
 def badnets_rate_name(dataset: str, arch: str, rate: float) -> str:
     """Checkpoint name of BadNets at poisoning ``rate`` (Table 4); the paper's 5% is the plain BadNets entry."""
-    return f"{dataset}-{arch}-badnets" + ("" if rate == ATTACK_RATES["badnets"] else f"-r{rate:g}")
+    return checkpoint_name(dataset, arch, "badnets", "" if rate == ATTACK_RATES["badnets"] else f"r{rate:g}")
 
 
 def adaptive_name(dataset: str, arch: str, beta: float) -> str:
     """Checkpoint name of the adaptive attack at penalty ``beta`` (Table 7)."""
-    return f"{dataset}-{arch}-adaptive-b{beta:g}"
+    return checkpoint_name(dataset, arch, "adaptive", f"b{beta:g}")
 
 
 def select(entries: list[ZooEntry], only: list[str] | None) -> list[ZooEntry]:

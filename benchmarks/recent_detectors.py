@@ -1,130 +1,200 @@
-"""The paper's layer-wise detector and STRIP against three later input-level detectors (SCALE-UP, IBD-PSC, TED).
+"""Every detector on one benchmark: the paper's layer-wise rule, its options, SCALE-UP, IBD-PSC, TED and the six baselines.
 
-On the embedded digits dataset and the committed checkpoint zoo (``checkpoints/``, trained when
-absent), every detector is fitted on the reference split (``run.data.reference``) and run once on
-a seeded sample of benign evaluation images (``run.data.test``, disjoint from the reference) and
-triggered non-target evaluation images (``run.poisoned_test``) together, with its default
-(paper) settings, plus the layer-wise detector's ``score="trajectory"`` option. Per cell and detector the table gives the TPR and FPR at the detector's own
-threshold, the AUROC of its suspicion score, the TPR at FPR <= 1 % and <= 5 % with the threshold
-set on these benign scores themselves (:func:`analysis.metrics.tpr_at_fpr`, an oracle operating
-point), the F1 of its flags (all through :func:`analysis.experiments.run_detector`, the protocol of Tables 1/2) and the seconds of fit + detection. STRIP blends each input with 20 reference images by
-default, not the paper's 100 (``--strip-blends 100``): its forward passes dominate the runtime (4.1 min
-for the whole script with 20 on 2 otherwise idle cores; STRIP's share grows fivefold with 100).
+One table per architecture of the benchmark, one block of rows per attack that implants a backdoor (ASR >= 50 %
+on the evaluation inputs; the others are listed and left out), mean ± std over ``--runs`` reference redraws
+of every metric of the detection protocol (:func:`analysis.experiments.tables12_detection`: the protocol of
+Tables 1/2 with every detector of :func:`analysis.experiments.available_defenses` ``(include_recent=True)``,
+all numbers from :func:`analysis.metrics.detection_metrics`). Then:
 
-    PYTHONPATH=. python benchmarks/recent_detectors.py [--max-benign 200] [--max-poisoned 200] [--seed 0] [--threads 2]
-                                          [--strip-blends 20] [--cells resnet18:badnets,...]
-                                          [--out docs/results/recent_detectors.md]
+* the goal for the best layer-wise option (``--ours``, default ``layerwise-trajectory``): AUROC >= 99 % and
+  TPR >= 95 % at FPR <= 5 % in every cell, met or missed per cell, and its mean AUROC against SCALE-UP,
+  IBD-PSC and TED per architecture;
+* the cost per input of every detector, on the first cell's run-0 inputs: forward passes per input (counted by
+  a hook on the model's top module, so a defense's amplified or pruned copies count too; fit per reference
+  image, detection per input) and the detection time per input as a ratio to one plain forward pass of the
+  same inputs, both measured in this run.
+
+Models: digits uses the committed zoo; ``npz`` trains (or reuses) models in ``--models-dir`` with
+``--train-subset`` / ``--epochs``, as ``python -m analysis reproduce npz ...`` does with the same settings.
+
+    PYTHONPATH=. python benchmarks/recent_detectors.py [digits | npz PATH] [--archs resnet18 mobilenetv2]
+        [--attacks badnets blended ...] [--runs 3] [--max-eval 200] [--defense-samples 20] [--threads 2]
+        [--models-dir results/models] [--train-subset N] [--epochs E] [--ours layerwise-trajectory]
+        [--out docs/results/recent_detectors.md]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from _report import publish  # benchmarks/_report.py: a script's own folder is on sys.path
-from analysis.data import LabeledImages, load_digits
-from analysis.defenses import build_defense
+from analysis.experiments import (DETECTION_COLUMNS, Study, _cap, available_defenses, build_detector, default_attacks,
+                                  tables12_detection)
+from analysis.features import predict_classes
 from analysis.metrics import attack_metrics
-from analysis.experiments import _cap, run_detector  # _cap: as the apps use it
-from analysis.pipeline import attacked_model
-from analysis.reproduce import markdown_table
+from analysis.reproduce import load_for_reproduce, markdown_table
 
-DETECTORS = ("layerwise", "layerwise-trajectory", "strip", "scale-up", "ibd-psc", "ted")
-CELLS = ("resnet18:badnets", "resnet18:blended", "resnet18:wanet", "resnet18:issba",
-         "mobilenetv2:badnets", "mobilenetv2:blended")
+RECENT = ("scale-up", "ibd-psc", "ted")
+GOAL_AUROC, GOAL_TPR_AT_5 = 99.0, 95.0
+IMPLANTED_ASR = 50.0
 
 
-def build(name: str, seed: int, strip_blends: int):
-    if name == "layerwise-trajectory":  # the option beyond the paper: LayerwiseDetector(score="trajectory")
-        return build_defense("layerwise", score="trajectory")
-    return build_defense(name, seed=seed, n_blends=strip_blends) if name == "strip" else build_defense(name)
+class ForwardCounter:
+    """Counts the images that pass through ``model`` (its top module), copies made with deepcopy included."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.images = 0
+        self.handle = model.register_forward_hook(self._count)
+
+    def _count(self, module, inputs, output) -> None:
+        self.images += int(inputs[0].shape[0])
+
+    def close(self) -> None:
+        self.handle.remove()
 
 
-def evaluate(name: str, seed: int, strip_blends: int, model, reference: LabeledImages, benign: LabeledImages,
-             poisoned: LabeledImages) -> dict:
-    """One cell: the detector fitted on ``reference`` and run once on benign + poisoned (Tables 1/2's protocol)."""
-    return {"detector": name, **run_detector(build(name, seed, strip_blends), model, reference, benign, poisoned)}
+def cost_per_input(study: Study, arch: str, attack: str, defenses: tuple[str, ...]) -> pd.DataFrame:
+    """Forward passes and time per input of each detector on run 0's inputs of one cell, beside a plain forward pass."""
+    run = study.model(arch, attack)
+    reference, benign = study.redraw(0)
+    poisoned = _cap(run.attack.poisoned_test_set(benign), study.max_eval, 2000)
+    inputs = torch.cat([_cap(benign, study.max_eval, 1000).x, poisoned.x])
+    model = run.model.eval()
+    started = time.perf_counter()
+    predict_classes(model, inputs)
+    plain = (time.perf_counter() - started) / len(inputs)
+    rows = []
+    for name in tqdm(defenses, desc=f"cost on {arch} + {attack}", leave=False):
+        detector = build_detector(name, seed=0, **study.detector_settings(name))
+        counter = ForwardCounter(model)
+        try:
+            started = time.perf_counter()
+            detector.fit(model, reference, train=run.data.train)
+            fit_seconds, fit_images = time.perf_counter() - started, counter.images
+            started = time.perf_counter()
+            detector.detect(model, inputs)
+            detect_seconds, detect_images = time.perf_counter() - started, counter.images - fit_images
+        finally:
+            counter.close()
+        rows.append({"detector": name, "fit passes / reference image": fit_images / len(reference),
+                     "fit s": fit_seconds, "passes / input": detect_images / len(inputs),
+                     "time / input ÷ one forward pass": detect_seconds / len(inputs) / plain})
+    return pd.DataFrame(rows)
+
+
+def with_std(table: pd.DataFrame) -> pd.DataFrame:
+    """``mean ± std`` strings for the protocol's columns, one row per (attack, detector)."""
+    out = table[["attack", "defense"]].rename(columns={"defense": "detector"}).copy()
+    for column in DETECTION_COLUMNS.values():
+        out[column] = [f"{m:.1f} ± {s:.1f}" if np.isfinite(m) else "–"
+                       for m, s in zip(table[column], table[f"{column}_std"])]
+    return out
+
+
+def goal_rows(table: pd.DataFrame, ours: str) -> pd.DataFrame:
+    mine = table[table.defense == ours]
+    return pd.DataFrame({"attack": mine.attack, "AUROC": mine.AUROC.round(1), "TPR@FPR<=5%": mine["TPR@FPR<=5%"].round(1),
+                         "goal": np.where((mine.AUROC >= GOAL_AUROC) & (mine["TPR@FPR<=5%"] >= GOAL_TPR_AT_5),
+                                          "met", "missed")})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", default=",".join(CELLS), help="arch:attack pairs, comma-separated")
-    parser.add_argument("--max-benign", type=int, default=200)
-    parser.add_argument("--max-poisoned", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the input samples and of STRIP")
+    parser.add_argument("dataset", nargs="?", default="digits", choices=("digits", "npz"))
+    parser.add_argument("path", nargs="?", help="npz: the archive")
+    parser.add_argument("--archs", nargs="+", default=["resnet18", "mobilenetv2"], choices=("resnet18", "mobilenetv2"))
+    parser.add_argument("--attacks", nargs="+", default=[a for a in default_attacks() if a != "lc"],
+                        help="LC is left out by default: it implants no backdoor on digits")
+    parser.add_argument("--runs", type=int, default=3, help="reference redraws per cell")
+    parser.add_argument("--max-eval", type=int, default=200, help="benign and poisoned inputs per run")
+    parser.add_argument("--defense-samples", type=int, default=20, help="RS neighbours and STRIP blends (paper: 100)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--strip-blends", type=int, default=20,
-                        help="STRIP's blends per input (paper: 100, five times STRIP's runtime, which dominates)")
+    parser.add_argument("--models-dir", default="results/models")
+    parser.add_argument("--train-subset", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--ours", default="layerwise-trajectory", help="the layer-wise option the goal is checked for")
     parser.add_argument("--out", default="docs/results/recent_detectors.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cells = [tuple(cell.split(":")) for cell in args.cells.split(",")]
 
-    data = load_digits(0)
-    rows, info = [], []
+    data = load_for_reproduce(args.dataset, args.path)
+    defenses = available_defenses(include_recent=True)
     started = time.perf_counter()
-    progress = tqdm(total=len(cells) * len(DETECTORS), desc="cells × detectors")
-    for arch, attack in cells:
-        run = attacked_model("digits", arch, attack, data=data, progress=False)
-        model = run.model.eval()
-        benign = _cap(run.data.test, args.max_benign, args.seed)
-        poisoned = _cap(run.poisoned_test, args.max_poisoned, args.seed)
-        info.append({"arch": arch, "attack": attack, "reference": len(run.data.reference), "benign": len(benign),
-                     "poisoned": len(poisoned),
-                     **{key.upper(): value * 100
-                        for key, value in attack_metrics(model, benign, poisoned, run.attack.target).items()}})
-        for name in DETECTORS:
-            progress.set_postfix_str(f"{arch} {attack} {name}")
-            rows.append({"arch": arch, "attack": attack, **evaluate(name, args.seed, args.strip_blends, model,
-                                                                   run.data.reference, benign, poisoned)})
-            progress.update()
-    progress.close()
+    sections, implanted_cells = [], []
+    for arch in args.archs:
+        probe = Study(data, archs=(arch,), runs=args.runs, models_dir=Path(args.models_dir),
+                      attacks=tuple(args.attacks), train_subset=args.train_subset, epochs=args.epochs,
+                      max_eval=args.max_eval, defense_samples=args.defense_samples)
+        info = []
+        for attack in args.attacks:
+            run = probe.model(arch, attack)
+            metrics = attack_metrics(run.model, data.test, run.poisoned_test, run.attack.target)
+            info.append({"attack": attack, "MA": 100 * metrics["ma"], "ASR": 100 * metrics["asr"]})
+        info = pd.DataFrame(info)
+        implanted = tuple(info.attack[info.ASR >= IMPLANTED_ASR])
+        implanted_cells += [(arch, a) for a in implanted]
+        study = dataclasses.replace(probe, attacks=implanted)  # the same models (the cache is shared)
+        table, _ = tables12_detection(study, defenses) if implanted else (pd.DataFrame(), [])
+        if table.empty:
+            sections += [f"## {arch}", "", markdown_table(info, digits=1), "", "No attack implants a backdoor.", ""]
+            continue
+        means = table.groupby("defense", sort=False)[list(DETECTION_COLUMNS.values()) + ["seconds"]].mean()
+        goal = goal_rows(table, args.ours)
+        recent_auroc = means.loc[list(RECENT), "AUROC"]
+        ahead = all(means.loc[args.ours, "AUROC"] > recent_auroc)
+        cost = cost_per_input(study, arch, implanted[0], defenses)
+        sections += [
+            f"## {arch}", "",
+            f"Models (MA, ASR on all evaluation images, %); attacks with ASR < {IMPLANTED_ASR:.0f} % implant no "
+            f"backdoor and are left out:", "", markdown_table(info, digits=1), "",
+            f"### Every detector, mean ± std over {args.runs} reference redraws ({table.n_benign.iloc[0]} benign + "
+            f"{table.n_poisoned.iloc[0]} poisoned inputs a run)", "", markdown_table(with_std(table)), "",
+            "### Mean over attacks", "", markdown_table(means.reset_index().rename(columns={"defense": "detector"}),
+                                                        digits=1), "",
+            f"### Goal for `{args.ours}`: AUROC >= {GOAL_AUROC:.0f} % and TPR >= {GOAL_TPR_AT_5:.0f} % at FPR <= 5 %",
+            "", markdown_table(goal, digits=1), "",
+            f"Met in {int((goal.goal == 'met').sum())} of {len(goal)} cells. Mean AUROC {means.loc[args.ours, 'AUROC']:.1f} "
+            f"against SCALE-UP {recent_auroc['scale-up']:.1f}, IBD-PSC {recent_auroc['ibd-psc']:.1f}, TED "
+            f"{recent_auroc['ted']:.1f}: {'ahead of all three' if ahead else 'NOT ahead of all three'}.", "",
+            f"### Cost per input ({arch} + {implanted[0]}, run 0's {2 * args.max_eval} inputs at most)", "",
+            markdown_table(cost, digits=2), "",
+        ]
     total = time.perf_counter() - started
-
-    table = pd.DataFrame(rows)
-    summary = table.groupby("detector", sort=False)[["AUROC", "TPR@FPR<=1%", "TPR@FPR<=5%", "TPR", "FPR", "F1",
-                                                        "seconds"]].mean()
-    summary = summary.reset_index()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    command = (f"PYTHONPATH=. python benchmarks/recent_detectors.py --cells {args.cells} --max-benign {args.max_benign} "
-               f"--max-poisoned {args.max_poisoned} --seed {args.seed} --threads {args.threads} "
-               f"--strip-blends {args.strip_blends}")
+    subset = f" --train-subset {args.train_subset}" if args.train_subset else ""
+    epochs = f" --epochs {args.epochs}" if args.epochs else ""
+    command = (f"PYTHONPATH=. python benchmarks/recent_detectors.py {args.dataset}{' ' + args.path if args.path else ''} "
+               f"--archs {' '.join(args.archs)} --attacks {' '.join(args.attacks)} --runs {args.runs} "
+               f"--max-eval {args.max_eval} --defense-samples {args.defense_samples} --threads {args.threads}"
+               f"{subset}{epochs} --ours {args.ours} --out {args.out}")
     text = "\n".join([
-        "# Recent input-level detectors vs the paper's layer-wise detector (digits zoo)",
+        f"# Every detector on {data.name}: the paper's rule, its options, SCALE-UP, IBD-PSC, TED and the six baselines",
         "",
-        f"Digits (embedded, 10 classes, 32×32), committed checkpoints. Every detector is fitted on the "
-        f"{len(data.reference)} reference images and run once on a seeded sample (seed {args.seed}) of at most "
-        f"{args.max_benign} benign evaluation images (disjoint from the reference) and {args.max_poisoned} "
-        f"triggered non-target images together, with its default settings: layer-wise tau = 2.5 (cosine, LOI; "
-        f"layerwise-trajectory: the same detector with score='trajectory', not in the paper), "
-        f"STRIP {args.strip_blends} blends{'' if args.strip_blends == 100 else ' (paper: 100)'} / 10th percentile, "
-        f"SCALE-UP data-free (factors 3-11, SPC > 0.5), IBD-PSC "
-        f"(omega 1.5, 5 models, error bound 0.6, PSC > 0.9), TED (paper layers, Euclidean, PCA 'mle', 1 % "
-        f"contamination). CPU, {torch.get_num_threads()} threads, 1-min load average {load:.1f} at the end, "
-        f"{total / 60:.1f} min in all.",
+        f"{data.name}: {len(data.train)} training, {len(data.reference)} reference and {len(data.test)} evaluation "
+        f"images, {data.num_classes} classes. Protocol of Tables 1/2 (`analysis.experiments.tables12_detection`): "
+        f"run r redraws the reference set (run 0: the dataset's own split); every detector is fitted on it and run "
+        f"once on a seeded sample of at most {args.max_eval} benign evaluation images (disjoint from the reference) "
+        f"and {args.max_eval} triggered non-target ones together, with its default settings (RS and STRIP: "
+        f"{args.defense_samples} neighbours / blends, paper 100). Rows: `layerwise` is the paper's rule (tau = 2.5); "
+        f"`layerwise-trajectory` the option `score=\"trajectory\"` (tau = 2.5) and `layerwise-trajectory-fpr5` the "
+        f"same score with `target_fpr=0.05` (a threshold calibrated on the reference samples, each left out); "
+        f"`ac-ref`: AC flagging the cluster with fewer reference samples.",
         "",
-        "TPR / FPR: at the detector's own threshold. TPR@FPR<=x: the best TPR of a threshold whose FPR on these "
-        "benign images is at most x (set on the evaluation scores: an oracle operating point, comparable across "
-        f"detectors; with {args.max_benign} benign images, 1 % allows {int(args.max_benign * 0.01)} false positive(s)). "
-        "F1: of the flags at the detector's own threshold, poisoned = positive. All in %. "
-        "seconds: fit + detection. Every column comes from analysis.metrics.detection_metrics.",
+        "TPR / FPR / F1: at the detector's own threshold. AUROC and TPR@FPR<=x: of its suspicion score; TPR@FPR<=x "
+        "sets its threshold on the benign evaluation scores themselves (an oracle operating point, to compare "
+        f"detectors; with {args.max_eval} benign inputs, 1 % allows {int(args.max_eval * 0.01)} false positive(s)). "
+        f"All in %. seconds: fit + detection. CPU, {torch.get_num_threads()} threads, 1-min load average {load:.1f} "
+        f"at the end, {total / 60:.1f} min in all.",
         "",
-        "## Models and inputs",
-        "",
-        markdown_table(pd.DataFrame(info), digits=1),
-        "",
-        "## Per cell",
-        "",
-        markdown_table(table, digits=1),
-        "",
-        "## Mean over cells",
-        "",
-        markdown_table(summary, digits=1),
-        "",
+        *sections,
         f"Command: `{command}`",
     ])
     publish(text, args.out)

@@ -62,3 +62,13 @@ def test_manifest_is_plain_json(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest == read_manifest(tmp_path)
     assert len(manifest["entries"]["m"]["sha256"]) == 64
+
+
+def test_every_checkpoint_name_comes_from_one_rule():
+    from analysis.checkpoints import checkpoint_name
+    from analysis.zoo import adaptive_name, badnets_rate_name
+
+    assert checkpoint_name("digits", "resnet18", "clean") == "digits-resnet18-clean"
+    assert badnets_rate_name("npz", "mobilenetv2", 0.05) == checkpoint_name("npz", "mobilenetv2", "badnets")
+    assert badnets_rate_name("digits", "resnet18", 0.01) == "digits-resnet18-badnets-r0.01"
+    assert adaptive_name("digits", "resnet18", 0.5) == checkpoint_name("digits", "resnet18", "adaptive", "b0.5")

@@ -51,6 +51,18 @@ def test_defense_app_live_bars_are_run_detector_on_the_same_inputs(defense_app, 
     assert table.loc["scan", "FPR"] == pytest.approx(direct["FPR"])
 
 
+def test_defense_app_roc_curves_are_the_live_suspicion_scores(defense_app):
+    """One ROC curve per detector, from the same cached run as the bars; its legend gives the bars' AUROC."""
+    from analysis.metrics import roc_points
+
+    found = defense_app.results("resnet18", "badnets")
+    fig = defense_app.roc("resnet18", "badnets")
+    assert [trace.name.split(" (")[0] for trace in fig.data] == ["ShPd", "SCAn", "Ours", "chance"]
+    fpr, tpr = roc_points(*found["curves"]["layerwise"])
+    assert list(fig.data[2].x) == pytest.approx(list(fpr * 100)) and list(fig.data[2].y) == pytest.approx(list(tpr * 100))
+    assert f"AUROC {found['table'].loc['layerwise', 'AUROC']:.1f}" in fig.data[2].name
+
+
 def test_defense_app_changing_defense_highlights_without_recomputing(defense_app):
     defense_app.set(arch="resnet18", attack="badnets", defense="layerwise")
     computed = len(defense_app._results)

@@ -69,13 +69,25 @@ def tiny(digits):
 def test_tables12_rows_are_capped_and_sit_beside_the_paper(tmp_path, tiny):
     study = experiments.Study(tiny, archs=("resnet18",), runs=2, models_dir=tmp_path, zoo_dir=None, progress=False,
                               attacks=("badnets",), epochs=1, max_eval=12)
-    table, figures = experiments.tables12_detection(study, defenses=("shrinkpad", "layerwise"))
-    assert table.defense.tolist() == ["shrinkpad", "layerwise"]
+    table, figures = experiments.tables12_detection(study, defenses=("shrinkpad", "layerwise", "layerwise-trajectory"))
+    assert table.defense.tolist() == ["shrinkpad", "layerwise", "layerwise-trajectory"]
     assert (table.n_benign == 12).all() and (table.n_poisoned == 12).all() and (table.runs == 2).all()
-    row = table.set_index("defense").loc["layerwise"]
-    assert (row.paper_TPR, row.paper_FPR) == (99.38, 1.35)  # Table 1, BadNets
-    assert 0 <= row.TPR <= 100 and row.TPR_std >= 0
-    assert [name for name, _ in figures] == ["fig9_10_stability_resnet18"]
+    rows = table.set_index("defense")
+    assert (rows.loc["layerwise"].paper_TPR, rows.loc["layerwise"].paper_FPR) == (99.38, 1.35)  # Table 1, BadNets
+    assert np.isnan(rows.loc["layerwise-trajectory"].paper_TPR)  # an option beyond the paper: no paper numbers
+    assert 0 <= rows.loc["layerwise"].TPR <= 100 and rows.loc["layerwise"].TPR_std >= 0
+    assert [name for name, _ in figures] == ["fig9_10_stability_resnet18", "roc_resnet18_badnets"]
+    roc = figures[1][1]  # one ROC curve per detector (run 0), its AUROC in the legend, and the chance line
+    assert [trace.name.split(" (")[0] for trace in roc.data] == ["shrinkpad", "layerwise", "layerwise-trajectory", "chance"]
+
+
+def test_the_comparison_rows_beyond_the_paper():
+    assert experiments.available_defenses() == ("rs", "shrinkpad", "fp", "ac", "strip", "scan", "layerwise", "ac-ref")
+    extended = experiments.available_defenses(include_recent=True)
+    assert extended[:8] == experiments.available_defenses()
+    assert {"scale-up", "ibd-psc", "ted", *experiments.LAYERWISE_OPTIONS} == set(extended[8:])
+    option = experiments.build_detector("layerwise-trajectory-fpr5")
+    assert (option.score, option.target_fpr, option.unknown_class) == ("trajectory", 0.05, "flag")
 
 
 def test_defense_samples_reach_rs_and_strip_only():

@@ -65,7 +65,7 @@ def test_reproduce_runs_a_new_attack_with_empty_paper_columns(tmp_path, tiny, to
     assert 0 <= table3.loc[toy, "MA"] <= 100 and 0 <= table3.loc[toy, "ASR"] <= 100
     assert table3.loc[toy, ["paper_MA", "paper_ASR", "paper_TPR", "paper_FPR"]].isna().all()
     tables12 = pd.read_csv(tmp_path / "tables12.csv")
-    assert set(tables12.attack) == {toy} and set(tables12.defense) == set(experiments.available_defenses())
+    assert set(tables12.attack) == {toy} and set(tables12.defense) == set(experiments.available_defenses(include_recent=True))
     assert tables12[["paper_TPR", "paper_FPR"]].isna().all().all()
     assert set(pd.read_csv(tmp_path / "fig5.csv").attack) == {toy}  # Fig. 5 falls back to the study's attack
     assert f"| resnet18 | {toy} |" in report.read_text()

@@ -1,7 +1,7 @@
 """Apps comparing the detectors: Tables 1/2 (:class:`DefenseApp`), Figs. 9/10 (:class:`StabilityApp`), Fig. 11 (:class:`RuntimeApp`).
 
 Everything live runs the detectors of :mod:`analysis.defenses` through
-:func:`analysis.experiments.build_detector` and :func:`analysis.experiments.run_detector` on the
+:func:`analysis.experiments.build_detector` and :func:`analysis.experiments.run_detector_scores` on the
 inputs the paper's protocol prescribes (:meth:`analysis.experiments.Study.redraw`, capped by the
 same seeded subsample as :func:`analysis.experiments.tables12_detection`), with budgets small enough
 for a laptop's CPU. Results are cached per (architecture, attack[, run]), so moving a control back
@@ -24,12 +24,12 @@ from tqdm.auto import tqdm
 
 from .. import paper_results as paper
 from ..experiments import (VARIANTS, _cap, _paper_cell, available_defenses, build_detector, detector_runtime,
-                           run_detector, stability_figure)
+                           run_detector_scores, stability_figure)
 from ..data import LabeledImages
 from ..features import predict_classes
 from ..metrics import attack_success_rate, false_positive_rate, true_positive_rate
 from ..models import ARCHITECTURES
-from ..plotting import BENIGN_COLOR, LOI_COLOR, POISONED_COLOR
+from ..plotting import BENIGN_COLOR, LOI_COLOR, POISONED_COLOR, roc_figure
 from ..workbench import Workbench
 from .base import FIGURE_WIDTH, App, check_model_choice, dropdown, slider
 
@@ -38,7 +38,8 @@ RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 #: Display names of the detectors (the paper's abbreviations; ``ac-ref`` is AC with the reference criterion).
 LABELS = {"rs": "RS", "shrinkpad": "ShPd", "fp": "FP", "ac": "AC", "strip": "STRIP", "scan": "SCAn",
-          "layerwise": "Ours", "ac-ref": "AC-ref"}
+          "layerwise": "Ours", "ac-ref": "AC-ref", "scale-up": "SCALE-UP", "ibd-psc": "IBD-PSC", "ted": "TED",
+          "layerwise-trajectory": "Ours, trajectory", "layerwise-trajectory-fpr5": "Ours, trajectory @5%"}
 
 #: What the heatmap of committed results can show, by control value: column(s) of ``tables12.csv``.
 HEAT_METRICS = ("TPR − FPR", "TPR", "FPR", "AUROC")
@@ -140,7 +141,8 @@ class DefenseApp(App):
     workbench : the dataset's models.
     arch, attack : the model shown first.
     defense : the detector highlighted first (``"all"``: none).
-    defenses : the detectors run (None = :func:`available_defenses`: the paper's seven and ``ac-ref``).
+    defenses : the detectors run (None = :func:`available_defenses`: the paper's seven and ``ac-ref``; any of
+        ``available_defenses(include_recent=True)``: also SCALE-UP, IBD-PSC, TED and the layer-wise options).
     max_eval : at most this many benign and this many poisoned inputs (seeded subsamples).
     samples : noisy copies (RS) and blends (STRIP) per input (paper: 100).
     run : the reference redraw (0 = the dataset's own reference/evaluation split).
@@ -151,8 +153,8 @@ class DefenseApp(App):
                  defense: str = "layerwise", *, defenses: tuple[str, ...] | None = None, max_eval: int = 40,
                  samples: int = 10, run: int = 0, heat: str = "TPR − FPR") -> None:
         self.workbench = check_model_choice(workbench, arch, attack)
-        known = available_defenses()
-        self.defenses = known if defenses is None else tuple(defenses)
+        known = available_defenses(include_recent=True)
+        self.defenses = available_defenses() if defenses is None else tuple(defenses)
         if not self.defenses:
             raise ValueError(f"defenses: expected at least one of {list(known)}, got {defenses!r}")
         for name in self.defenses:
@@ -179,23 +181,39 @@ class DefenseApp(App):
         """Every detector on ``(arch, attack)``, computed on first use and cached.
 
         Returns a dict: ``table`` (DataFrame indexed by detector: TPR, FPR, AUROC in %, seconds),
+        ``curves`` (detector -> suspicion scores of the benign and of the poisoned inputs, for :meth:`roc`),
         ``n_benign``, ``n_poisoned``, ``n_reference`` and ``asr`` (% of the poisoned inputs the
         model classifies as the target).
         """
         key = (arch, attack)
         if key not in self._results:
             model, reference, benign, poisoned = evaluation_inputs(self.workbench, arch, attack, self.run, self.max_eval)
-            rows = {}
+            rows, curves = {}, {}
             for name in tqdm(self.defenses, desc=f"{arch} + {attack}", leave=False,
                              disable=not self.workbench.study.progress):
                 torch.manual_seed(self.run)
                 detector = build_detector(name, seed=self.run, **self._settings_study.detector_settings(name))
-                rows[name] = run_detector(detector, model.model, reference, benign, poisoned, train=model.data.train)
+                found = run_detector_scores(detector, model.model, reference, benign, poisoned, train=model.data.train)
+                rows[name], curves[name] = found.metrics, (found.suspicion_benign, found.suspicion_poisoned)
             self._results[key] = {
-                "table": pd.DataFrame.from_dict(rows, orient="index"), "n_benign": len(benign),
+                "table": pd.DataFrame.from_dict(rows, orient="index"), "curves": curves, "n_benign": len(benign),
                 "n_poisoned": len(poisoned), "n_reference": len(reference),
                 "asr": 100 * attack_success_rate(predict_classes(model.model, poisoned), model.attack.target)}
         return self._results[key]
+
+    def roc(self, arch: str | None = None, attack: str | None = None, max_fpr: float = 1.0) -> go.Figure:
+        """ROC curves of every detector on the live inputs of ``(arch, attack)`` (default: the controls' values).
+
+        The same run as the left panel (cached); each curve's legend gives its AUROC. ``max_fpr`` < 1 zooms on
+        the low-FPR end, where the TPR at FPR <= 1 % or 5 % is read.
+        """
+        arch, attack = arch or self.controls["arch"].value, attack or self.controls["attack"].value
+        found = self.results(arch, attack)
+        curves = {LABELS.get(name, name): scores for name, scores in found["curves"].items()}
+        fig = roc_figure(curves, f"ROC curves, live: {arch} + {attack} ({found['n_benign']} benign + "
+                                 f"{found['n_poisoned']} poisoned inputs, one run)", max_fpr=max_fpr)
+        fig.update_layout(height=460)
+        return fig
 
     def committed_grid(self, arch: str, metric: str) -> pd.DataFrame | None:
         """The committed ``metric`` (one of :data:`HEAT_METRICS`) as a table attacks × detectors (None without a file)."""
@@ -273,8 +291,9 @@ class DefenseApp(App):
             base = VARIANTS.get(name, (name, {}))[0]
             as_paper = f"paper's {LABELS[base]}" if base != name else "paper"
             label = "Ours (the layer-wise detector)" if name == "layerwise" else LABELS.get(name, name)
-            line = (f"<b>{label}</b>: live TPR {row.TPR:.1f} %, FPR {row.FPR:.1f} %, "
-                    f"AUROC {row.AUROC:.1f} %; {as_paper} ({title}): TPR {ptpr:.2f} %, FPR {pfpr:.2f} %")
+            paper_part = (f"{as_paper} ({title}): TPR {ptpr:.2f} %, FPR {pfpr:.2f} %" if np.isfinite(ptpr)
+                          else "not in the paper")
+            line = f"<b>{label}</b>: live TPR {row.TPR:.1f} %, FPR {row.FPR:.1f} %, AUROC {row.AUROC:.1f} %; {paper_part}"
             if self.committed is not None:
                 hit = self.committed[(self.committed.arch == arch) & (self.committed.attack == attack)
                                      & (self.committed.defense == name)]
@@ -426,7 +445,7 @@ class RuntimeApp(App):
         if "layerwise" not in detectors:
             raise ValueError(f"detectors: expected a tuple including 'layerwise', got {detectors!r}")
         for name in detectors:
-            _check_choice(name, "detectors", available_defenses())
+            _check_choice(name, "detectors", available_defenses(include_recent=True))
         self.detectors = tuple(detectors)
         self.max_inputs = None if max_inputs is None else _check_int(max_inputs, "max_inputs", 1)
         self._timings: dict[tuple[str, int], pd.DataFrame] = {}

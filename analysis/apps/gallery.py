@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..checkpoints import DEFAULT_DIR, read_manifest
+from ..checkpoints import DEFAULT_DIR, checkpoint_name, read_manifest
 from ..experiments import trigger_psnr
 from ..explore import TAU_MAX, TAU_MIN, TAU_STEP, LayerwiseExplorer
 from ..features import predict_classes
@@ -241,7 +241,7 @@ def zoo_table(folder: str | Path = DEFAULT_DIR) -> pd.DataFrame:
         config, metrics = entry.get("config", {}), entry.get("metrics", {})
         arch, attack = config.get("arch"), config.get("attack") or "clean"
         paper = TABLE3.get(PAPER_BENCHMARK.get(arch, ""), {}).get(attack) \
-            if name == f"{config.get('dataset')}-{arch}-{attack}" else None
+            if name == checkpoint_name(str(config.get("dataset")), str(arch), attack) else None
         rows.append({
             "name": name, "arch": arch, "attack": ATTACK_NAMES.get(attack, attack),
             "settings": _settings_text(attack, config.get("attack_settings")),

@@ -1,14 +1,14 @@
 """The layer-wise detector (:class:`analysis.detection.LayerwiseDetector`) behind the defenses' interface.
 
 ``LayerwiseDefense(**settings)`` takes the detector's settings (``tau``, ``metric``,
-``layers``, ``score_layers``, ``batch_size``, ``unknown_class``, ``spread``, ``score``) and keeps a fitted
+``layers``, ``score_layers``, ``batch_size``, ``unknown_class``, ``spread``, ``score``, ``target_fpr``) and keeps a fitted
 detector in ``detector_``, so the paper's method runs in the same loop as the six
 baselines. ``train`` is ignored.
 
 Score: the detector's summed similarity turned into a suspicion, normalised per predicted
 class as :mod:`analysis.evaluation` does: ``(mu_t - s) / sigma_t`` for cosine
 similarity, ``(s - mu_t) / sigma_t`` for Euclidean distance (so an input is flagged iff
-its score exceeds ``tau``). Inputs of classes without reference samples score NaN.
+its score exceeds ``tau``, or ``calibrated_tau_`` with ``target_fpr``). Inputs of classes without reference samples score NaN.
 """
 from __future__ import annotations
 
@@ -31,8 +31,10 @@ class LayerwiseDefense(Defense):
     def __init__(self, tau: float = 2.5, metric: Literal["cosine", "euclidean"] = "cosine",
                  layers: Sequence[str] | None = None, score_layers: Sequence[int] | None = None,
                  batch_size: int = 256, unknown_class: Literal["raise", "flag", "ignore"] = "raise",
-                 spread: Literal["std", "mad"] = "std", score: Literal["sum", "trajectory"] = "sum") -> None:
+                 spread: Literal["std", "mad"] = "std", score: Literal["sum", "trajectory"] = "sum",
+                 target_fpr: float | None = None) -> None:
         self.tau = tau
+        self.target_fpr = target_fpr
         self.score = score
         self.spread = spread
         self.metric = metric
@@ -44,7 +46,7 @@ class LayerwiseDefense(Defense):
     def _make_detector(self) -> LayerwiseDetector:
         return LayerwiseDetector(tau=self.tau, metric=self.metric, layers=self.layers, score_layers=self.score_layers,
                                  batch_size=self.batch_size, unknown_class=self.unknown_class, spread=self.spread,
-                                 score=self.score)
+                                 score=self.score, target_fpr=self.target_fpr)
 
     def fit(self, model: nn.Module, reference: LabeledImages, train: LabeledImages | None = None) -> "LayerwiseDefense":
         """Fit the layer-wise detector on ``reference``; ``train`` is ignored."""
