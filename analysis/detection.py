@@ -573,12 +573,30 @@ class LayerwiseDetector:
         return Detection(predicted_np, scores_np, self.flag_scores(scores_np, predicted_np))
 
     def score_samples(self, model: nn.Module, x: LabeledImages | ArrayLike) -> np.ndarray:
-        """Summed similarity of each input to its predicted class's centroids (lower = more suspicious for cosine)."""
+        """The raw score of each input (:class:`Detection` ``.scores``): the paper's summed cosine similarity to its
+        predicted class's centroids (lower = more suspicious), summed Euclidean distances or trajectory distances
+        (higher = more suspicious). Unlike scikit-learn's ``score_samples`` its direction depends on the settings;
+        :meth:`suspicion` (higher = more suspicious) and :meth:`decision_function` (negative = flagged) do not."""
         return self.detect(model, x).scores
 
     def predict(self, model: nn.Module, x: LabeledImages | ArrayLike) -> np.ndarray:
         """True = poisoned, per input."""
         return self.detect(model, x).flagged
+
+    def decision_function(self, model: nn.Module, x: LabeledImages | ArrayLike) -> np.ndarray:
+        """scikit-learn's sign convention: ``[N]`` negative = flagged (poisoned), positive = accepted.
+
+        ``tau - suspicion`` (:meth:`suspicion`; the tau in effect, ``calibrated_tau_`` with ``target_fpr``), in
+        standard deviations of the predicted class's reference scores, for every metric and score, so the sign
+        means the same whatever the raw score's direction. NaN for a class without reference samples.
+        """
+        found = self.detect(model, x)
+        return self._tau(None) - self.suspicion(found.scores, found.predicted)
+
+    def decision_function_features(self, features: Sequence[ArrayLike], predicted: ArrayLike) -> np.ndarray:
+        """:meth:`decision_function` for inputs with precomputed features (L arrays ``[N, D_l]``) and predicted classes."""
+        predicted_np = _as_labels(predicted, "predicted")
+        return self._tau(None) - self.suspicion(self.score_features(features, predicted_np), predicted_np)
 
     # ------------------------------------------------------------------ curves
     def layerwise_similarity_features(self, features: Sequence[ArrayLike], classes: ArrayLike) -> np.ndarray:

@@ -12,8 +12,6 @@ seed ``r``; TPR and FPR are reported as mean ± std over runs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -22,256 +20,21 @@ import torch
 from tqdm.auto import tqdm
 
 from . import paper_results as paper
-from .attacks import ATTACKS, build_attack, dataset_attack_settings
-from .checkpoints import DEFAULT_DIR, checkpoint_name, has_checkpoint
-from .data import DatasetSplits, LabeledImages, stratified_fraction
+# DETECTION_COLUMNS, LAYERWISE_OPTIONS, VARIANTS, DetectorRun, run_detector and the Study's names are re-exported
+# for code written before analysis.study and analysis.comparison were split off this module
+from .comparison import (DETECTION_COLUMNS, LAYERWISE_OPTIONS, VARIANTS, DetectorRun, _base, _cap,  # noqa: F401
+                         _summary, available_defenses, build_detector, run_detector, run_detector_scores)
+from .data import LabeledImages
 from .detection import LayerwiseDetector
 from .features import paper_layers, predict_classes
 from .metrics import attack_metrics, attack_success_rate, main_accuracy
-from .pipeline import AttackedModel, attacked_model
 from .projection import fig1_pca
-from .training import TrainConfig
+from .study import OWN_TABLE_ATTACKS, PROFILES, Study, default_attacks  # noqa: F401
 from .zoo import adaptive_name, badnets_rate_name
 
-__all__ = ["DETECTION_COLUMNS", "EXPERIMENTS", "MIN_FIG6_POISONED", "OWN_TABLE_ATTACKS", "PROFILES", "Study",
-           "DetectorRun", "LAYERWISE_OPTIONS", "VARIANTS", "available_defenses", "build_detector", "default_attacks", "detector_runtime",
-           "fig11_runtime", "fig5_threshold", "fig6_scores", "figs_layerwise_curves", "run_detector", "run_detector_scores",
-           "stability_figure", "table3_attacks", "table4_rates", "table5_features", "table6_single_layers",
-           "table7_adaptive", "table8_metrics", "tables12_detection", "trigger_psnr"]
-
-PROFILES: dict[str, Callable[[str], TrainConfig]] = {
-    "cpu": lambda arch: TrainConfig.cpu(arch),
-    "paper": lambda arch: TrainConfig.paper(arch),
-}
-
-#: Registered attacks that are no column of the per-attack tables: the adaptive attack has its own (Table 7).
-OWN_TABLE_ATTACKS = ("adaptive",)
-
-
-def default_attacks() -> tuple[str, ...]:
-    """The attacks the per-attack experiments run by default: every registered attack (the paper's first,
-    in its order, then any other, so a newly registered attack needs no edit here) but :data:`OWN_TABLE_ATTACKS`."""
-    ordered = [a for a in paper.ATTACKS if a in ATTACKS] + [a for a in ATTACKS if a not in paper.ATTACKS]
-    return tuple(a for a in ordered if a not in OWN_TABLE_ATTACKS)
-
-
-@dataclass
-class Study:
-    """Where and how models are obtained for one dataset.
-
-    Models come from the zoo (``zoo_dir``) when it has them and the profile is ``cpu`` on digits,
-    else from ``models_dir`` (trained there on first use, so interrupted runs resume).
-    """
-
-    data: DatasetSplits
-    archs: tuple[str, ...] = ("resnet18", "mobilenetv2")
-    profile: str = "cpu"
-    runs: int = 5
-    models_dir: Path = Path("results/models")
-    zoo_dir: Path | None = DEFAULT_DIR
-    progress: bool = True
-    attacks: tuple[str, ...] = field(default_factory=default_attacks)  # read when the Study is made
-    train_subset: int | None = None  # train on a seeded, stratified subset of this many images
-    epochs: int | None = None  # override the profile's epochs
-    batch_size: int | None = None  # override the profile's batch size
-    max_eval: int | None = 100  # Tables 1/2: cap on benign and on poisoned inputs per run (None = all)
-    defense_samples: int | None = None  # Tables 1/2: RS neighbours and STRIP blends per input (None = paper's 100)
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    def config(self, arch: str) -> TrainConfig:
-        if self.profile not in PROFILES:
-            raise ValueError(f"profile: expected one of {sorted(PROFILES)}, got {self.profile!r}")
-        config = PROFILES[self.profile](arch)
-        if self.epochs is not None:
-            config.epochs = self.epochs
-        if self.batch_size is not None:
-            config.batch_size = self.batch_size
-        return config
-
-    def _in_zoo(self, name: str) -> bool:
-        """Whether checkpoint ``name`` comes from the zoo: digits, the cpu profile unchanged, and the zoo has it."""
-        return (self.zoo_dir is not None and self.profile == "cpu" and self.data.name == "digits"
-                and self.train_subset is None and self.epochs is None and self.batch_size is None
-                and has_checkpoint(name, self.zoo_dir))
-
-    def detector_settings(self, name: str) -> dict:
-        """Settings a detector of Tables 1/2 gets on top of its defaults (``defense_samples`` for RS and STRIP)."""
-        if self.defense_samples is None:
-            return {}
-        key = {"rs": "n_samples", "strip": "n_blends"}.get(VARIANTS.get(name, (name, {}))[0])
-        return {key: self.defense_samples} if key else {}
-
-    def training_data(self) -> DatasetSplits:
-        if self.train_subset is None or self.train_subset >= len(self.data.train):
-            return self.data
-        keep, _ = stratified_fraction(self.data.train.y.numpy(), self.train_subset / len(self.data.train), seed=0)
-        return DatasetSplits(self.data.name, self.data.train.subset(keep), self.data.reference, self.data.test,
-                             self.data.num_classes)
-
-    def model(self, arch: str, attack: str, name: str | None = None, **settings) -> AttackedModel:
-        """The attacked model for ``(arch, attack, settings)``: zoo, then cache, else trained and cached.
-
-        ``settings`` override the dataset's own (:func:`analysis.attacks.dataset_attack_settings`).
-        """
-        atk = build_attack(attack, **{**dataset_attack_settings(self.data.name, attack), **settings})
-        name = name or checkpoint_name(self.data.name, arch, attack)
-        key = (arch, name)
-        if key not in self._cache:
-            use_zoo = self._in_zoo(name)
-            folder = self.zoo_dir if use_zoo else self.models_dir
-            self._cache[key] = attacked_model(
-                self.data.name, arch, atk, config=self.config(arch), checkpoints=folder, save=not use_zoo,
-                progress=self.progress, data=self.training_data(), cache_dir=self.models_dir / "cache", name=name,
-            )
-            run = self._cache[key]
-            if run.data is not self.data:  # evaluate on the full splits even when trained on a subset
-                self._cache[key] = AttackedModel(run.model, run.attack, self.data,
-                                                 run.attack.poisoned_test_set(self.data.test), run.train_seconds,
-                                                 run.loaded_from)
-        return self._cache[key]
-
-    def clean(self, arch: str) -> tuple:
-        """``(model, train seconds)`` of the clean model of ``arch`` (zoo, cache, else trained and cached)."""
-        from .pipeline import clean_model
-
-        key = (arch, "clean")
-        if key not in self._cache:
-            name = checkpoint_name(self.data.name, arch, "clean")
-            use_zoo = self._in_zoo(name)
-            self._cache[key] = clean_model(self.data.name, arch, config=self.config(arch),
-                                           checkpoints=self.zoo_dir if use_zoo else self.models_dir,
-                                           save=not use_zoo, progress=self.progress, data=self.training_data())
-        return self._cache[key]
-
-    def redraw(self, run: int) -> tuple[LabeledImages, LabeledImages]:
-        """Run ``run``'s (reference, evaluation) split; run 0 is the dataset's own split."""
-        if run == 0:
-            return self.data.reference, self.data.test
-        pool = LabeledImages(torch.cat([self.data.reference.x, self.data.test.x]),
-                             torch.cat([self.data.reference.y, self.data.test.y]))
-        share = len(self.data.reference) / len(pool)
-        ref_idx, eval_idx = stratified_fraction(pool.y.numpy(), share, seed=1000 + run)
-        return pool.subset(ref_idx), pool.subset(eval_idx)
-
-
-# ---------------------------------------------------------------------- detectors in one loop
-#: Extra rows of the detection tables: name -> (registered defense, settings). AC's default criterion
-#: (relative cluster size, as in Chen et al.) flags the *smaller* cluster, which on a test set where
-#: triggered inputs outnumber benign ones is the benign one; the ``reference`` criterion flags the
-#: cluster holding fewer reference samples.
-VARIANTS: dict[str, tuple[str, dict]] = {"ac-ref": ("ac", {"criterion": "reference"})}
-
-#: The layer-wise detector's options beyond the paper, as rows of the detection tables (not the paper's
-#: numbers: their paper columns stay empty): name -> settings of :class:`analysis.detection.LayerwiseDetector`.
-LAYERWISE_OPTIONS: dict[str, dict] = {
-    "layerwise-trajectory": {"score": "trajectory"},
-    "layerwise-trajectory-fpr5": {"score": "trajectory", "target_fpr": 0.05},
-}
-
-
-def available_defenses(include_recent: bool = False) -> tuple[str, ...]:
-    """Detector names for the comparison tables: the paper's seven in its order, then :data:`VARIANTS`.
-
-    ``include_recent``: also the detectors published after the paper
-    (:data:`analysis.defenses.RECENT_DEFENSES`) and the layer-wise options (:data:`LAYERWISE_OPTIONS`).
-    """
-    from .defenses import DETECTORS, RECENT_DEFENSES
-
-    names = tuple(d for d in paper.DEFENSES if d in DETECTORS) + tuple(VARIANTS)
-    return names + tuple(RECENT_DEFENSES) + tuple(LAYERWISE_OPTIONS) if include_recent else names
-
-
-def build_detector(name: str, seed: int = 0, **settings):
-    """A detector of :mod:`analysis.defenses` (``layerwise`` included) or a :data:`VARIANTS` row.
-
-    Randomised defenses get ``seed``; the layer-wise detector flags inputs of classes absent from the
-    reference set instead of raising (a redrawn reference set keeps every class, so this is a guard).
-    """
-    import inspect
-
-    from .defenses import DETECTORS, build_defense
-
-    base, extra = VARIANTS.get(name, ("layerwise", LAYERWISE_OPTIONS[name]) if name in LAYERWISE_OPTIONS else (name, {}))
-    if base not in DETECTORS:
-        raise ValueError(f"name: unknown detector {name!r}; expected one of "
-                         f"{sorted(DETECTORS) + sorted(VARIANTS) + sorted(LAYERWISE_OPTIONS)}")
-    extra = dict(extra)
-    if "seed" in inspect.signature(DETECTORS[base].__init__).parameters:
-        extra["seed"] = seed
-    if base == "layerwise":
-        extra["unknown_class"] = "flag"
-    return build_defense(base, **{**extra, **settings})
-
-
-def _base(name: str) -> str:
-    """The paper's defense whose numbers a row is shown beside (a :data:`VARIANTS` row's base, else the name).
-
-    A :data:`LAYERWISE_OPTIONS` row is not the paper's method: it keeps its own name, so its paper columns are NaN.
-    """
-    return VARIANTS.get(name, (name, {}))[0]
-
-
-def _paper_cell(table: dict, name: str, attack: str) -> tuple[float, float]:
-    """``(TPR, FPR)`` of detector ``name`` on ``attack`` in a Table 1/2 dict, NaN where absent (for :mod:`analysis.apps.defenses`)."""
-    return table.get(_base(name), {}).get(attack, (np.nan, np.nan))
-
-
-@dataclass(frozen=True)
-class DetectorRun:
-    """One detector fitted and run once (:func:`run_detector_scores`)."""
-
-    metrics: dict[str, float]  # DETECTION_COLUMNS in %, and "seconds" of fit + detection
-    suspicion_benign: np.ndarray  # [n] higher = more suspicious (the defenses' score_samples)
-    suspicion_poisoned: np.ndarray  # [m]
-
-
-def run_detector_scores(detector, model, reference: LabeledImages, benign: LabeledImages, poisoned: LabeledImages,
-                        train: LabeledImages | None = None) -> DetectorRun:
-    """Fit ``detector`` on ``reference`` and run it once on benign + poisoned inputs together.
-
-    One call on the mixed set matters for AC and SCAn, which judge a set of inputs as a whole.
-    ``metrics``: in %, the protocol of :func:`analysis.metrics.detection_metrics` (:data:`DETECTION_COLUMNS`:
-    TPR, FPR and F1 at the detector's threshold; AUROC and TPR at FPR <= 1 % / 5 % of its suspicion
-    score, NaN where undefined) and the seconds of fit + detection; the suspicion scores give ROC curves.
-    """
-    from .metrics import detection_metrics
-
-    started = time.perf_counter()
-    detector.fit(model, reference, train=train)
-    found = detector.detect(model, torch.cat([benign.x, poisoned.x]))
-    seconds = time.perf_counter() - started
-    n = len(benign)
-    found_metrics = detection_metrics(found.flagged[:n], found.flagged[n:], found.scores[:n], found.scores[n:])
-    metrics = {column: found_metrics[key] * 100 for key, column in DETECTION_COLUMNS.items()} | {"seconds": seconds}
-    return DetectorRun(metrics, np.asarray(found.scores[:n]), np.asarray(found.scores[n:]))
-
-
-def run_detector(detector, model, reference: LabeledImages, benign: LabeledImages, poisoned: LabeledImages,
-                 train: LabeledImages | None = None) -> dict[str, float]:
-    """The ``metrics`` of :func:`run_detector_scores`: the detection protocol in %, and seconds."""
-    return run_detector_scores(detector, model, reference, benign, poisoned, train).metrics
-
-
-#: Column of each :func:`analysis.metrics.detection_metrics` entry in the detection tables (percentages).
-DETECTION_COLUMNS = {"tpr": "TPR", "fpr": "FPR", "auroc": "AUROC", "tpr_at_fpr_1": "TPR@FPR<=1%",
-                     "tpr_at_fpr_5": "TPR@FPR<=5%", "f1": "F1"}
-
-
-def _cap(data: LabeledImages, limit: int | None, seed: int) -> LabeledImages:
-    """A seeded subsample of at most ``limit`` images (all when ``limit`` is None)."""
-    if limit is None or len(data) <= limit:
-        return data
-    return data.subset(np.sort(np.random.default_rng(seed).choice(len(data), size=limit, replace=False)))
-
-
-def _summary(results: list[dict]) -> dict[str, float]:
-    frame = pd.DataFrame(results)
-    out = {}
-    for key in DETECTION_COLUMNS.values():
-        out[key] = frame[key].mean()
-        out[f"{key}_std"] = frame[key].std(ddof=0)
-    out["seconds"] = frame.seconds.mean()
-    return out
+__all__ = ["EXPERIMENTS", "MIN_FIG6_POISONED", "detector_runtime", "fig11_runtime", "fig5_threshold", "fig6_scores",
+           "figs_layerwise_curves", "stability_figure", "table3_attacks", "table4_rates", "table5_features",
+           "table6_single_layers", "table7_adaptive", "table8_metrics", "tables12_detection", "trigger_psnr"]
 
 
 # ---------------------------------------------------------------------- Table 3

@@ -41,7 +41,7 @@ from .metrics import auroc
 from .plotting import BENIGN_COLOR, POISONED_COLOR
 
 if TYPE_CHECKING:  # experiments imports this module for fig1_pca's registration
-    from .experiments import Study
+    from .study import Study
 
 #: The attacks of the paper's Fig. 1.
 FIG1_ATTACKS = ("badnets", "blended")

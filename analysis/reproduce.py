@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from .data import DatasetSplits, load_dataset
 from .detection import check_reference_counts
-from .experiments import EXPERIMENTS, Study
+from .experiments import EXPERIMENTS
+from .study import Study
 from .plotting import write_figure_html
 
 __all__ = ["PROFILE_BUDGETS", "PROGRESS", "TITLES", "load_for_reproduce", "markdown_table", "reproduce"]

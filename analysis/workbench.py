@@ -2,7 +2,7 @@
 
 A :class:`Workbench` holds one dataset. It hands out attacked models (from the checkpoint zoo on
 digits, else trained once into ``models_dir`` with a progress bar, through
-:class:`analysis.experiments.Study`) and :class:`~analysis.explore.LayerwiseExplorer` objects,
+:class:`analysis.study.Study`) and :class:`~analysis.explore.LayerwiseExplorer` objects,
 which run the model once over the reference, benign and poisoned images. Both are cached per
 (architecture, model, metric), so moving a widget never reruns a model and switching back to an
 attack seen before costs nothing.
@@ -17,7 +17,7 @@ from pathlib import Path
 from .checkpoints import DEFAULT_DIR
 from .data import DatasetSplits, load_dataset
 from .detection import LayerwiseDetector
-from .experiments import Study
+from .study import Study
 from .explore import LayerwiseExplorer
 from .pipeline import AttackedModel
 from .zoo import adaptive_name, badnets_rate_name

@@ -3,7 +3,7 @@
 One table per architecture of the benchmark, one block of rows per attack that implants a backdoor (ASR >= 50 %
 on the evaluation inputs; the others are listed and left out), mean ± std over ``--runs`` reference redraws
 of every metric of the detection protocol (:func:`analysis.experiments.tables12_detection`: the protocol of
-Tables 1/2 with every detector of :func:`analysis.experiments.available_defenses` ``(include_recent=True)``,
+Tables 1/2 with every detector of :func:`analysis.comparison.available_defenses` ``(include_recent=True)``,
 all numbers from :func:`analysis.metrics.detection_metrics`). Then:
 
 * the goal for the best layer-wise option (``--ours``, default ``layerwise-trajectory``): AUROC >= 99 % and
@@ -36,8 +36,9 @@ import torch
 from tqdm.auto import tqdm
 
 from _report import publish  # benchmarks/_report.py: a script's own folder is on sys.path
-from analysis.experiments import (DETECTION_COLUMNS, Study, _cap, available_defenses, build_detector, default_attacks,
-                                  tables12_detection)
+from analysis.comparison import DETECTION_COLUMNS, _cap, available_defenses, build_detector
+from analysis.experiments import tables12_detection
+from analysis.study import Study, default_attacks
 from analysis.features import predict_classes
 from analysis.metrics import attack_metrics
 from analysis.reproduce import load_for_reproduce, markdown_table

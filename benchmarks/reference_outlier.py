@@ -16,7 +16,7 @@ import torch
 
 from analysis.data import load_digits
 from analysis.detection import LayerwiseDetector
-from analysis.experiments import Study
+from analysis.study import Study
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from analysis.data import load_digits
 from analysis.detection import LayerwiseDetector
-from analysis.experiments import Study
+from analysis.study import Study
 from analysis.features import extract_features, paper_layers
 from analysis.reproduce import markdown_table
 

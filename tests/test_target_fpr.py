@@ -153,3 +153,15 @@ def test_target_fpr_set_after_fit_is_not_silently_ignored():
     det.target_fpr = 0.05
     with pytest.raises(RuntimeError, match="fit again"):
         det.predict_features([f[:5] for f in features], labels[:5])
+
+
+@pytest.mark.parametrize("settings", [{}, {"metric": "euclidean"}, {"score": "trajectory"}, {"target_fpr": 0.1}])
+def test_decision_function_is_negative_exactly_for_flagged_inputs(settings):
+    """scikit-learn's convention, whatever the raw score's direction: tau - suspicion, < 0 = flagged."""
+    features, labels = _reference()
+    det = LayerwiseDetector(**settings).fit_features(features, labels)
+    probe, probe_labels = _reference(per_class=40)
+    decision = det.decision_function_features(probe, probe_labels)
+    flagged = det.predict_features(probe, probe_labels)
+    assert flagged.any() and (~flagged).any()
+    np.testing.assert_array_equal(decision < 0, flagged)

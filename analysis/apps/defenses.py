@@ -1,8 +1,8 @@
 """Apps comparing the detectors: Tables 1/2 (:class:`DefenseApp`), Figs. 9/10 (:class:`StabilityApp`), Fig. 11 (:class:`RuntimeApp`).
 
 Everything live runs the detectors of :mod:`analysis.defenses` through
-:func:`analysis.experiments.build_detector` and :func:`analysis.experiments.run_detector_scores` on the
-inputs the paper's protocol prescribes (:meth:`analysis.experiments.Study.redraw`, capped by the
+:func:`analysis.comparison.build_detector` and :func:`analysis.comparison.run_detector_scores` on the
+inputs the paper's protocol prescribes (:meth:`analysis.study.Study.redraw`, capped by the
 same seeded subsample as :func:`analysis.experiments.tables12_detection`), with budgets small enough
 for a laptop's CPU. Results are cached per (architecture, attack[, run]), so moving a control back
 to a setting seen before costs nothing. Committed results of the full runs
@@ -23,8 +23,8 @@ from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
 from .. import paper_results as paper
-from ..experiments import (VARIANTS, _cap, _paper_cell, available_defenses, build_detector, detector_runtime,
-                           run_detector_scores, stability_figure)
+from ..comparison import VARIANTS, _cap, _paper_cell, available_defenses, build_detector, run_detector_scores
+from ..experiments import detector_runtime, stability_figure
 from ..data import LabeledImages
 from ..features import predict_classes
 from ..metrics import attack_success_rate, false_positive_rate, true_positive_rate
