@@ -35,6 +35,11 @@ def checkpoint_name(dataset: str, arch: str, attack: str, suffix: str = "") -> s
 
     ``attack`` is ``"clean"`` for a model trained without poisoning; ``suffix`` tells apart the same attack
     at other settings (``r0.01``: BadNets at 1 % poisoning; ``b0.5``: the adaptive attack at beta 0.5).
+
+    Examples
+    --------
+    >>> checkpoint_name("digits", "resnet18", "adaptive", "b0.5")
+    'digits-resnet18-adaptive-b0.5'
     """
     return f"{dataset}-{arch}-{attack}" + (f"-{suffix}" if suffix else "")
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"

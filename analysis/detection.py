@@ -80,6 +80,13 @@ def layer_of_interest(mean_similarity: Sequence[float]) -> int:
 
     ``mean_similarity`` holds one value per layer (index 0 = layer 1, length L); only
     layers ⌊L/2⌋..L are read. Ties keep the first layer (strict ``>``).
+
+    Examples
+    --------
+    Six layers: candidates 4..6; the largest rise is 0.30 → 0.70, into layer 5.
+
+    >>> layer_of_interest([0.1, 0.2, 0.25, 0.30, 0.70, 0.75])
+    5
     """
     values = np.asarray(mean_similarity, dtype=np.float64)
     n_layers = len(values)
@@ -149,6 +156,23 @@ class LayerwiseDetector:
     (the effective tau; ``inf`` when too few calibration scores for the target) and ``calibration_`` (``"leave-one-out"``
     or ``"held-out"``, with ``calibration_size_`` scores). Always: ``reference_similarity_loo_`` ``[N, L]``, each
     reference sample's cosine similarity to its class's centroids computed without it.
+
+    Examples
+    --------
+    Two classes whose features point along their own axis at each of 6 layers; an input of class 0 whose
+    features point the other way is far below its class's reference scores:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1], 20)
+    >>> features = [np.eye(3)[labels] + rng.normal(scale=0.3, size=(40, 3)) for _ in range(6)]
+    >>> detector = LayerwiseDetector().fit_features(features, labels)
+    >>> detector.score_layers_[0] == (detector.loi_[0] - 2, detector.loi_[0] - 1, detector.loi_[0])
+    True
+    >>> detector.predict_features([f[:2] for f in features], [0, 0]).tolist()  # two reference samples
+    [False, False]
+    >>> detector.predict_features([-f[:2] for f in features], [0, 0]).tolist()  # the same, reversed
+    [True, True]
     """
 
     def __init__(

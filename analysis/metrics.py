@@ -80,6 +80,14 @@ def tpr_at_fpr(suspicion_benign, suspicion_poisoned, max_fpr: float) -> float:
     (k+1)-th largest benign score (ties at t stay unflagged, so the FPR never exceeds ``max_fpr``); t = -inf
     when k covers every benign input. The threshold is set on the evaluation scores themselves (an oracle
     operating point, for comparing detectors, not a deployable threshold).
+
+    Examples
+    --------
+    With 10 benign inputs, FPR <= 10 % allows one above the threshold: t = 0.9, the second largest benign
+    score, and two of the four poisoned inputs score above it.
+
+    >>> tpr_at_fpr([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], [0.92, 0.99, 0.5, 0.85], 0.10)
+    0.5
     """
     benign, poisoned = _flat(suspicion_benign, "suspicion_benign"), _flat(suspicion_poisoned, "suspicion_poisoned")
     if not 0.0 <= max_fpr <= 1.0:
@@ -101,6 +109,15 @@ def conformal_threshold(calibration_suspicion, target_fpr: float) -> float:
     scores not used to fit the detector), then P(new benign input flagged) <= ``(n + 1 - k) / (n + 1)``
     <= ``target_fpr``, for any n and any score distribution (ties only lower it). When ``k > n``
     (``n < 1 / target_fpr - 1``) no calibration score is high enough: returns ``inf`` (nothing is flagged).
+
+    Examples
+    --------
+    Nineteen calibration scores 1..19 and a 10 % target: k = ceil(20 × 0.9) = 18, so inputs above 18 are flagged.
+
+    >>> conformal_threshold(list(range(1, 20)), 0.10)
+    18.0
+    >>> conformal_threshold(list(range(1, 19)), 0.05)  # k = ceil(19 × 0.95) = 19 > 18 scores
+    inf
     """
     scores = _flat(calibration_suspicion, "calibration_suspicion").astype(np.float64)
     if isinstance(target_fpr, bool) or not isinstance(target_fpr, (int, float, np.integer, np.floating)) \

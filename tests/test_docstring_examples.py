@@ -1,0 +1,15 @@
+"""The ``Examples`` sections of the public docstrings run as written (doctest), so they cannot go stale."""
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ("analysis.checkpoints", "analysis.detection", "analysis.metrics")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name}: no examples found"
+    assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} examples failed (see the output above)"
