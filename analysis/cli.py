@@ -86,6 +86,7 @@ def _demo(args: argparse.Namespace) -> int:
     _writable_folder(Path(args.out).parent)  # before training: a bad --out must not cost a run
     import torch
 
+    from .metrics import false_positive_rate, true_positive_rate
     from .pipeline import analyse, attacked_model
     from .plotting import histogram_figure, layerwise_curve_figure, write_html_report
     from .training import TrainConfig
@@ -114,8 +115,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  detector at tau = {args.tau}:  TPR {pct['tpr']:6.2f} %   FPR {pct['fpr']:6.2f} %   AUROC {pct['auroc']:6.2f} %")
     sweep = []
     for tau in (1.5, 2.0, 2.5, 3.0, 3.5):
-        tpr = det.flag_scores(result.on_poisoned.scores, result.on_poisoned.predicted, tau).mean() * 100
-        fpr = det.flag_scores(result.on_benign.scores, result.on_benign.predicted, tau).mean() * 100
+        tpr = true_positive_rate(det.flag_scores(result.on_poisoned.scores, result.on_poisoned.predicted, tau)) * 100
+        fpr = false_positive_rate(det.flag_scores(result.on_benign.scores, result.on_benign.predicted, tau)) * 100
         sweep.append(f"tau {tau}: {tpr:.1f}/{fpr:.1f}")
     print("  TPR/FPR % over tau (Fig. 5): " + ", ".join(sweep))
 

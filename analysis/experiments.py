@@ -27,7 +27,7 @@ from .comparison import (DETECTION_COLUMNS, LAYERWISE_OPTIONS, VARIANTS, Detecto
 from .data import LabeledImages
 from .detection import LayerwiseDetector
 from .features import paper_layers, predict_classes
-from .metrics import attack_metrics, attack_success_rate, main_accuracy
+from .metrics import attack_metrics, attack_success_rate, false_positive_rate, main_accuracy, true_positive_rate
 from .projection import fig1_pca
 from .study import OWN_TABLE_ATTACKS, PROFILES, Study, default_attacks  # noqa: F401
 from .zoo import adaptive_name, badnets_rate_name
@@ -66,7 +66,7 @@ def table3_attacks(study: Study) -> tuple[pd.DataFrame, list]:
                          "PSNR_dB": trigger_psnr(run.attack, run.data.test, run.poisoned_test),
                          "bit_acc": run.attack.quality(run.data.test)["bit_accuracy"] * 100
                          if hasattr(run.attack, "quality") else np.nan,
-                         "TPR": found_p.flagged.mean() * 100, "FPR": found_b.flagged.mean() * 100,
+                         "TPR": true_positive_rate(found_p.flagged) * 100, "FPR": false_positive_rate(found_b.flagged) * 100,
                          **paper.paper_columns("table3", arch, attack),
                          **paper.paper_columns("tables12", arch, attack, "layerwise")})
     return pd.DataFrame(rows), []
@@ -144,7 +144,7 @@ def table4_rates(study: Study, rates: tuple[float, ...] = (0.01, 0.03, 0.05, 0.1
         rows.append({"arch": arch, "rate": rate * 100,
                      "MA": main_accuracy(found_b.predicted, run.data.test.y.numpy()) * 100,
                      "ASR": attack_success_rate(found_p.predicted, run.attack.target) * 100,
-                     "TPR": found_p.flagged.mean() * 100, "FPR": found_b.flagged.mean() * 100,
+                     "TPR": true_positive_rate(found_p.flagged) * 100, "FPR": false_positive_rate(found_b.flagged) * 100,
                      **paper.paper_columns("table4", arch, "badnets", at=rate)})
     return pd.DataFrame(rows), []
 
@@ -240,8 +240,8 @@ def _tau_sweep(study: Study, arch: str, attack: str, metric: str, taus) -> list[
         found_p, found_b = detector.detect(run.model, poisoned), detector.detect(run.model, benign)
         for tau in taus:
             rows.append({"run": r, "tau": tau,
-                         "TPR": detector.flag_scores(found_p.scores, found_p.predicted, tau).mean() * 100,
-                         "FPR": detector.flag_scores(found_b.scores, found_b.predicted, tau).mean() * 100})
+                         "TPR": true_positive_rate(detector.flag_scores(found_p.scores, found_p.predicted, tau)) * 100,
+                         "FPR": false_positive_rate(detector.flag_scores(found_b.scores, found_b.predicted, tau)) * 100})
     return rows
 
 

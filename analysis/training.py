@@ -19,7 +19,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Literal
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -116,10 +115,11 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_
 
 @torch.no_grad()
 def accuracy(model: nn.Module, data: LabeledImages, batch_size: int = 512) -> float:
-    """Share of ``data`` whose predicted class equals its label."""
+    """Share of ``data`` whose predicted class equals its label (:func:`analysis.metrics.main_accuracy`)."""
     from .features import predict_classes
+    from .metrics import main_accuracy
 
-    return float(np.mean(predict_classes(model, data, batch_size) == data.y.numpy()))
+    return main_accuracy(predict_classes(model, data, batch_size), data.y.numpy())
 
 
 def _accepts_five_arguments(hook: Callable) -> bool:
