@@ -379,10 +379,13 @@ class LayerwiseDetector:
             else:
                 held_out = self.reference_distance_[rows][:, columns].sum(1) * n / (n - 1)
             in_sample = self.reference_scores_[t]
-            for k in range(n):
-                mu, sigma = self._location_spread(np.delete(in_sample, k))
-                sign = 1.0 if self._higher_is_suspicious else -1.0
-                out[rows[k]] = sign * (held_out[k] - mu) / max(sigma, 1e-12)
+            if self.spread == "std":  # mean and population std of the other n - 1 scores, all at once
+                mu = (in_sample.sum() - in_sample) / (n - 1)
+                sigma = np.sqrt(np.maximum(((in_sample ** 2).sum() - in_sample ** 2) / (n - 1) - mu ** 2, 0.0))
+            else:
+                mu, sigma = np.array([self._location_spread(np.delete(in_sample, k)) for k in range(n)]).T
+            sign = 1.0 if self._higher_is_suspicious else -1.0
+            out[rows] = sign * (held_out - mu) / np.maximum(sigma, 1e-12)
         return out
 
     def _set_calibration(self, suspicion: np.ndarray, source: str) -> None:

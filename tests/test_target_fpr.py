@@ -165,3 +165,21 @@ def test_decision_function_is_negative_exactly_for_flagged_inputs(settings):
     flagged = det.predict_features(probe, probe_labels)
     assert flagged.any() and (~flagged).any()
     np.testing.assert_array_equal(decision < 0, flagged)
+
+
+@pytest.mark.parametrize("settings", [{}, {"spread": "mad"}, {"metric": "euclidean"}])
+def test_left_out_statistics_are_those_of_the_other_samples(settings):
+    """Each sample's mu and sigma come from the other n - 1 in-sample scores (mean/std, or median/MAD)."""
+    features, labels = _reference()
+    det = LayerwiseDetector(target_fpr=0.1, **settings).fit_features(features, labels)
+    rows = np.flatnonzero(labels == 1)
+    columns = [layer - 1 for layer in det.score_layers_[1]]
+    n = len(rows)
+    for k in (0, 7):
+        others = np.delete(det.reference_scores_[1], k)
+        mu, sigma = det._location_spread(others)
+        if det.metric == "euclidean":  # the distance to the centroid without the sample grows by n / (n - 1)
+            held_out, sign = det.reference_distance_[rows[k], columns].sum() * n / (n - 1), 1.0
+        else:
+            held_out, sign = det.reference_similarity_loo_[rows[k], columns].sum(), -1.0
+        assert det._leave_one_out_suspicion()[rows[k]] == pytest.approx(sign * (held_out - mu) / sigma)
