@@ -221,6 +221,14 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     if args.out:
         _writable_folder(args.out)  # before loading or training anything
+    if args.backend == "ray":
+        from .backends import require_ray
+
+        require_ray("--backend")  # before loading data: Ray missing is a one-line error naming the install
+    else:
+        for option, value in (("--address", args.address), ("--gpus-per-task", args.gpus_per_task or None)):
+            if value is not None:
+                raise ValueError(f"{option}: only used with --backend ray, got {option} {value} with --backend local")
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_for_reproduce(args.dataset, args.path)
@@ -230,7 +238,8 @@ def _reproduce(args: argparse.Namespace) -> int:
                        progress=not args.no_progress, train_subset=args.train_subset, epochs=args.epochs,
                        batch_size=args.batch_size, attacks=args.attacks,
                        command="python -m analysis reproduce " + " ".join(sys.argv[2:]),
-                       max_eval=_budget(args.max_eval), defense_samples=_budget(args.defense_samples))
+                       max_eval=_budget(args.max_eval), defense_samples=_budget(args.defense_samples),
+                       backend=args.backend, address=args.address, gpus_per_task=args.gpus_per_task)
     print(f"report: {report}   ({time.perf_counter() - started:.0f} s)")
     return 0
 
@@ -290,7 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Tables 1/2: RS neighbours and STRIP blends per input "
                           "(default: the profile's, cpu 20; 0 = the paper's 100)")
     rep.add_argument("--out", default=None, help="results folder (default results/DATASET-PROFILE)")
-    rep.add_argument("--threads", type=_int_at_least(0), default=0, help="CPU threads for torch (0 = torch's default)")
+    rep.add_argument("--threads", type=_int_at_least(0), default=0,
+                     help="CPU threads for torch (0 = torch's default); with --backend ray every task uses (and "
+                          "reserves) as many")
+    rep.add_argument("--backend", choices=("local", "ray"), default="local",
+                     help="where experiments run: this process (local) or one Ray task per model to train and per "
+                          "experiment (ray; pip install -e \".[cluster]\"; see docs/cluster.md)")
+    rep.add_argument("--address", default=None, metavar="ADDR",
+                     help="--backend ray: the Ray cluster (auto, HOST:6379 or ray://HOST:10001; default: a local Ray "
+                          "for this run); --out must be on a filesystem every node shares")
+    rep.add_argument("--gpus-per-task", type=_finite_number_at_least(0.0), default=0.0, metavar="N",
+                     help="--backend ray: GPUs each task reserves (default 0: CPU tasks)")
     rep.add_argument("--no-progress", action="store_true")
     rep.set_defaults(func=_reproduce)
 

@@ -4,6 +4,9 @@ Every experiment of :mod:`analysis.experiments` writes ``NAME.csv`` and ``NAME.m
 ``*.html``) under the output folder; ``progress.json`` records finished experiments, so an interrupted
 run resumes where it stopped (trained models are cached under ``models/`` too). ``REPORT.md`` gathers
 every table, our numbers beside the paper's.
+
+Experiments run in this process (``backend="local"``) or as Ray tasks on a cluster (``backend="ray"``,
+:mod:`analysis.backends`, ``pip install -e ".[cluster]"``); both write the same files.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .backends import BACKENDS, require_ray, run_on_ray
 from .data import DatasetSplits, load_dataset
 from .detection import check_reference_counts
 from .experiments import EXPERIMENTS
@@ -88,13 +92,35 @@ def reproduce(
     max_eval: int | None | str = "profile",
     defense_samples: int | None | str = "profile",
     batch_size: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_task: float = 0,
 ) -> Path:
     """Run the selected experiments (all by default) and write results under ``out``; returns REPORT.md.
 
     ``max_eval`` and ``defense_samples`` (Tables 1/2 budgets, see :data:`PROFILE_BUDGETS`) default to
     the profile's; ``None`` means all inputs / the paper's 100 samples. ``epochs`` and ``batch_size``
     override the profile's training settings (``None``: the profile's).
+
+    ``backend`` is where experiments run: ``"local"`` (this process, one after the other) or ``"ray"``
+    (:func:`analysis.backends.run_on_ray`: the models the selected experiments need are planned first and
+    each missing one is trained as one Ray task, then each experiment runs as one Ray task, not one per
+    table cell; the files written and ``progress.json`` are the same as the local backend's, so either
+    backend resumes the other's folder). ``address`` is the Ray cluster's (``"auto"``, ``"ray://HOST:10001"``;
+    None: a local Ray for this call) and ``gpus_per_task`` the GPUs each Ray task reserves (0: CPU only);
+    both are for ``backend="ray"`` only. On a cluster ``out`` must be on a filesystem every node shares.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
+    if backend == "ray":
+        require_ray()
+    else:
+        for value, label in ((address, "address"), (gpus_per_task or None, "gpus_per_task")):
+            if value is not None:
+                raise ValueError(f"{label}: only used with backend='ray', got {label}={value!r} with "
+                                 f"backend={backend!r}")
+    if isinstance(gpus_per_task, bool) or not isinstance(gpus_per_task, (int, float)) or not gpus_per_task >= 0:
+        raise ValueError(f"gpus_per_task: expected a number >= 0, got {gpus_per_task!r}")
     unknown = sorted(set(only or ()) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"only: unknown experiments {unknown}; available: {list(EXPERIMENTS)}")
@@ -133,20 +159,39 @@ def reproduce(
                          f"use another folder (or delete {out / PROGRESS}) for {settings}")
     state["settings"] = settings
     names = [name for name in EXPERIMENTS if not only or name in only]
-    for name in tqdm(names, desc="experiments", disable=not progress):
-        if name in state["done"]:
-            continue
-        started = time.perf_counter()
-        table, figures = EXPERIMENTS[name](study)
-        table.to_csv(out / f"{name}.csv", index=False)
-        (out / f"{name}.md").write_text(f"## {TITLES[name]}\n\n{markdown_table(table)}\n")
-        for figure_name, figure in figures:
-            write_figure_html(figure, out / f"{figure_name}.html")
-        state["done"][name] = {"seconds": round(time.perf_counter() - started, 1),
-                               "figures": [f"{n}.html" for n, _ in figures]}
-        (out / PROGRESS).write_text(json.dumps(state, indent=2))
+    if backend == "ray":
+        order = list(EXPERIMENTS)
+
+        def record(name: str, table: pd.DataFrame, figures: list, seconds: float) -> None:
+            figure_files = _write_results(out, name, table, figures)
+            state["done"][name] = {"seconds": round(seconds, 1), "figures": figure_files}
+            # tasks finish in any order; progress.json lists experiments in the order the local backend does
+            state["done"] = dict(sorted(state["done"].items(),
+                                        key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+            (out / PROGRESS).write_text(json.dumps(state, indent=2))
+
+        run_on_ray(study, [name for name in names if name not in state["done"]], record, functions=EXPERIMENTS,
+                   address=address, gpus_per_task=gpus_per_task, progress=progress)
+    else:
+        for name in tqdm(names, desc="experiments", disable=not progress):
+            if name in state["done"]:
+                continue
+            started = time.perf_counter()
+            table, figures = EXPERIMENTS[name](study)
+            figure_files = _write_results(out, name, table, figures)
+            state["done"][name] = {"seconds": round(time.perf_counter() - started, 1), "figures": figure_files}
+            (out / PROGRESS).write_text(json.dumps(state, indent=2))
     return _write_report(out, data, profile, archs, runs, train_subset, epochs, command, state, max_eval,
                          defense_samples, batch_size)
+
+
+def _write_results(out: Path, name: str, table: pd.DataFrame, figures: list) -> list[str]:
+    """Write experiment ``name``'s ``NAME.csv``, ``NAME.md`` and figures (HTML) under ``out``; returns the figures' file names."""
+    table.to_csv(out / f"{name}.csv", index=False)
+    (out / f"{name}.md").write_text(f"## {TITLES[name]}\n\n{markdown_table(table)}\n")
+    for figure_name, figure in figures:
+        write_figure_html(figure, out / f"{figure_name}.html")
+    return [f"{n}.html" for n, _ in figures]
 
 
 def _write_report(out: Path, data, profile, archs, runs, train_subset, epochs, command, state, max_eval=None,

@@ -1,0 +1,471 @@
+"""Where ``reproduce`` runs its experiments: in this process (``local``) or as tasks on a Ray cluster (``ray``).
+
+The Ray backend (``python -m analysis reproduce --backend ray [--address ADDR]``, :func:`run_on_ray`) works in
+three steps:
+
+1. **Plan** (:func:`plan_models`, before anything runs): the models (architecture, attack, checkpoint name,
+   attack settings) that the selected experiments load, read off each experiment function of
+   :mod:`analysis.experiments` (:data:`MODEL_PLANS`); :func:`models_to_train` keeps those that are neither in
+   the zoo nor already cached in the results folder's ``models/``.
+2. **Train**: one Ray task per missing model. Each task writes its checkpoint into its own staging folder
+   ``models/.ray-staging/NAME/``, and the driver moves it into ``models/`` (file and ``manifest.json``
+   entry), so that tasks finishing together never write one manifest at once. Models of an attack with a
+   preparation step (ISSBA's encoder, IAD's mask generator, LC's benign model) wait for the first model of
+   that attack, which writes the preparation to ``models/cache``, as the local backend does.
+3. **Experiments**: one Ray task per experiment (not per table cell), started as soon as the models it needs
+   are in ``models/``; it returns ``(table, figures)`` and the driver writes ``NAME.csv``, ``NAME.md``, the
+   figures and ``progress.json`` exactly as the local backend does, so resuming works the same.
+
+Every task sets torch's thread count to the driver's (CPU training is bit-reproducible only with the same
+thread count), so both backends write the same tables; a task reserves that many CPUs (at most a node's).
+The results folder must be on a filesystem that every node and the driver share. Ray is an optional
+dependency (``pip install -e ".[cluster]"``): importing this module does not import it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import shutil
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from . import experiments
+from .attacks import Attack, build_attack, dataset_attack_settings
+from .checkpoints import MANIFEST, checkpoint_name, has_checkpoint, read_manifest
+from .projection import FIG1_ATTACKS
+from .study import Study
+from .zoo import adaptive_name, badnets_rate_name
+
+__all__ = ["BACKENDS", "MODEL_PLANS", "STAGING", "ModelSpec", "experiment_models", "models_to_train",
+           "plan_models", "require_ray", "run_on_ray"]
+
+#: The backends of :func:`analysis.reproduce.reproduce`: this process, or tasks on a Ray cluster.
+BACKENDS = ("local", "ray")
+#: Folder under ``models_dir`` where each Ray training task writes its checkpoint before the driver adopts it.
+STAGING = ".ray-staging"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model an experiment loads: what :meth:`analysis.study.Study.model` (or ``Study.clean``) is asked for.
+
+    Attributes
+    ----------
+    arch : str
+        Architecture name (``"resnet18"``, ``"mobilenetv2"``).
+    attack : str
+        Registered attack name, or ``"clean"`` for the model trained without poisoning.
+    name : str
+        Checkpoint name (``digits-resnet18-badnets-r0.01``), the key in ``manifest.json``.
+    settings : dict
+        Attack settings the experiment passes on top of the dataset's own (e.g. ``{"rate": 0.01}``).
+    """
+
+    arch: str
+    attack: str
+    name: str
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        """Whether this is a clean model (``Study.clean``) rather than an attacked one."""
+        return self.attack == "clean"
+
+
+def _attacked(dataset: str, archs: Sequence[str], attacks: Sequence[str]) -> list[ModelSpec]:
+    return [ModelSpec(arch, attack, checkpoint_name(dataset, arch, attack)) for arch in archs for attack in attacks]
+
+
+def _default(function: Callable, parameter: str):
+    """The default value of ``function``'s ``parameter`` (Table 4's rates, Table 7's betas)."""
+    return inspect.signature(function).parameters[parameter].default
+
+
+def _table3(dataset, archs, attacks):
+    return [spec for arch in archs
+            for spec in [ModelSpec(arch, "clean", checkpoint_name(dataset, arch, "clean"))]
+            + _attacked(dataset, [arch], attacks)]
+
+
+def _table4(dataset, archs, attacks):
+    return [ModelSpec(archs[0], "badnets", badnets_rate_name(dataset, archs[0], rate), {"rate": rate})
+            for rate in _default(experiments.table4_rates, "rates")]
+
+
+def _table7(dataset, archs, attacks):
+    return [ModelSpec(arch, "adaptive", adaptive_name(dataset, arch, beta), {"beta": beta})
+            for arch in archs for beta in _default(experiments.table7_adaptive, "betas")]
+
+
+#: Per experiment of :data:`analysis.experiments.EXPERIMENTS`: ``(dataset, archs, attacks) -> [ModelSpec]``,
+#: the models it loads, in the order it loads them. Read off each experiment function; an experiment
+#: without an entry cannot run on Ray (:func:`experiment_models` says so).
+MODEL_PLANS: dict[str, Callable[[str, Sequence[str], Sequence[str]], list[ModelSpec]]] = {
+    # Fig. 1: BadNets and Blended where the study has them, every architecture
+    "fig1": lambda d, archs, attacks: _attacked(d, archs, [a for a in FIG1_ATTACKS if a in attacks]),
+    # Table 3: per architecture the clean model (MA reference), then every attack
+    "table3": _table3,
+    "tables12": lambda d, archs, attacks: _attacked(d, archs, attacks),
+    # Table 4: BadNets at each rate on the first architecture (5 %: the plain BadNets checkpoint)
+    "table4": _table4,
+    "table5": lambda d, archs, attacks: _attacked(d, archs, ["badnets"]),
+    # Table 6: WaNet and IAD (those the study has) on the first architecture
+    "table6": lambda d, archs, attacks: _attacked(d, archs[:1], [a for a in ("wanet", "iad") if a in attacks]),
+    # Table 7: the adaptive attack at each beta, every architecture
+    "table7": _table7,
+    # Table 8: IAD, else BadNets (even when the study does not list it), first architecture
+    "table8": lambda d, archs, attacks: _attacked(d, archs[:1], ["iad" if "iad" in attacks else "badnets"]),
+    # Fig. 5: BadNets and WaNet, else the study's first attack
+    "fig5": lambda d, archs, attacks: _attacked(
+        d, archs, [a for a in ("badnets", "wanet") if a in attacks] or list(attacks[:1])),
+    "curves": lambda d, archs, attacks: _attacked(d, archs, attacks),
+    # Fig. 6 tries LC, then BadNets when LC left no working backdoor: both are planned (a superset)
+    "fig6": lambda d, archs, attacks: _attacked(
+        d, archs, [a for a in ("lc", "badnets") if a in attacks] or list(attacks[:1])),
+    "fig11": lambda d, archs, attacks: _attacked(d, archs, ["badnets"]),
+}
+
+
+def experiment_models(name: str, dataset: str, archs: Sequence[str], attacks: Sequence[str]) -> list[ModelSpec]:
+    """The models experiment ``name`` loads on ``dataset`` for these architectures and attacks.
+
+    Parameters
+    ----------
+    name : str
+        An experiment of :data:`analysis.experiments.EXPERIMENTS` (``"table3"``, ...).
+    dataset : str
+        The dataset's name (``DatasetSplits.name``), part of every checkpoint name.
+    archs, attacks : sequence of str
+        The study's architectures and attacks (``Study.archs``, ``Study.attacks``).
+
+    Returns
+    -------
+    list of ModelSpec
+        In the order the experiment loads them.
+
+    Raises
+    ------
+    ValueError
+        ``name`` has no entry in :data:`MODEL_PLANS`.
+    """
+    if name not in MODEL_PLANS:
+        raise ValueError(f"experiment: no model plan for {name!r} (analysis.backends.MODEL_PLANS has "
+                         f"{sorted(MODEL_PLANS)}); add one to run it with backend='ray', or use backend='local'")
+    return MODEL_PLANS[name](dataset, tuple(archs), tuple(attacks))
+
+
+def plan_models(names: Sequence[str], dataset: str, archs: Sequence[str], attacks: Sequence[str]) -> list[ModelSpec]:
+    """Every model the experiments ``names`` load, each once (by checkpoint name), in first-use order.
+
+    Needs neither Ray nor any training: see :func:`experiment_models` for the parameters.
+
+    Examples
+    --------
+    >>> [m.name for m in plan_models(["table3"], "digits", ["resnet18"], ["badnets", "blended"])]
+    ['digits-resnet18-clean', 'digits-resnet18-badnets', 'digits-resnet18-blended']
+    """
+    plan: dict[str, ModelSpec] = {}
+    for name in names:
+        for spec in experiment_models(name, dataset, archs, attacks):
+            plan.setdefault(spec.name, spec)
+    return list(plan.values())
+
+
+def _build_attack(spec: ModelSpec, dataset: str) -> Attack:
+    """The attack as :meth:`Study.model` builds it: the dataset's settings, overridden by the spec's."""
+    return build_attack(spec.attack, **{**dataset_attack_settings(dataset, spec.attack), **spec.settings})
+
+
+def models_to_train(study: Study, specs: Sequence[ModelSpec]) -> list[ModelSpec]:
+    """Those of ``specs`` that ``study`` has neither in the zoo nor cached in ``study.models_dir``.
+
+    A cached checkpoint is checked as the local backend checks it before use (same model definition,
+    file present and unmodified), so a folder of other settings fails here, before any task starts.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        As :func:`analysis.pipeline.reusable_checkpoint`: a cached checkpoint of another model, or a
+        manifest entry whose file is missing.
+    """
+    from .pipeline import _definition_and_checkpoint
+
+    training = study.training_data()
+    missing = []
+    for spec in specs:
+        if study._in_zoo(spec.name):
+            continue
+        attack = None if spec.clean else _build_attack(spec, study.data.name)
+        *_, found = _definition_and_checkpoint(study.data.name, spec.arch, None, study.config(spec.arch), training,
+                                               attack, spec.name, study.models_dir, False, "cpu")
+        if found is None:
+            missing.append(spec)
+    return missing
+
+
+def require_ray(option: str = "backend") -> Any:
+    """Import and return Ray, or raise a ValueError naming ``option`` and the install command."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(f"{option}: 'ray' needs Ray, which is not installed; install it with "
+                         f"pip install -e \".[cluster]\" (or pip install \"ray>=2.9\")") from None
+    return ray
+
+
+# ---------------------------------------------------------------------- what runs inside a Ray task
+@dataclass
+class _TaskStudy(Study):
+    """A :class:`Study` inside an experiment task: it loads models and never trains one.
+
+    Training belongs to the plan's training tasks; a model missing here means the plan
+    (:data:`MODEL_PLANS`) missed it, or the zoo is not where the driver saw it.
+    """
+
+    experiment: str = ""
+
+    def _require(self, key: tuple[str, str], name: str) -> None:
+        if key in self._cache or self._in_zoo(name) or has_checkpoint(name, self.models_dir):
+            return
+        raise RuntimeError(
+            f"experiment {self.experiment!r} on Ray needs model {name!r}, which is neither in the zoo "
+            f"({self.zoo_dir}) nor in {self.models_dir} on node {socket.gethostname()}: "
+            f"analysis.backends.MODEL_PLANS[{self.experiment!r}] does not list it, or this node does not see "
+            f"the driver's files (the ray backend needs a shared filesystem)")
+
+    def model(self, arch: str, attack: str, name: str | None = None, **settings):
+        name = name or checkpoint_name(self.data.name, arch, attack)
+        self._require((arch, name), name)
+        return super().model(arch, attack, name=name, **settings)
+
+    def clean(self, arch: str) -> tuple:
+        self._require((arch, "clean"), checkpoint_name(self.data.name, arch, "clean"))
+        return super().clean(arch)
+
+
+def _study_settings(study: Study) -> dict:
+    """Every field of ``study`` but its data and cache, with absolute paths (a task's working folder differs)."""
+    settings = {f.name: getattr(study, f.name) for f in dataclasses.fields(study) if f.name not in ("data", "_cache")}
+    settings["models_dir"] = Path(study.models_dir).resolve()
+    if settings.get("zoo_dir") is not None:
+        settings["zoo_dir"] = Path(settings["zoo_dir"]).resolve()
+    settings["progress"] = False  # a task's bars would interleave in the driver's log
+    return settings
+
+
+def _train_task(data, settings: dict, spec: ModelSpec, staging: str, threads: int, *after) -> dict:
+    """Ray task: train ``spec``'s model into ``staging`` (``after``: tasks whose preparation cache it reuses)."""
+    from .pipeline import attacked_model, clean_model
+
+    torch.set_num_threads(threads)
+    study = Study(data=data, **settings)
+    config, training = study.config(spec.arch), study.training_data()
+    started = time.perf_counter()
+    if spec.clean:
+        clean_model(data.name, spec.arch, config=config, checkpoints=staging, save=True, progress=False,
+                    data=training)
+    else:
+        attacked_model(data.name, spec.arch, _build_attack(spec, data.name), config=config, checkpoints=staging,
+                       save=True, progress=False, data=training, cache_dir=Path(study.models_dir) / "cache",
+                       name=spec.name)
+    return {"name": spec.name, "seconds": time.perf_counter() - started, "node": socket.gethostname()}
+
+
+def _experiment_task(data, settings: dict, name: str, function: Callable, threads: int) -> tuple:
+    """Ray task: run one experiment; returns ``(table, [(figure name, figure dict)], seconds)``."""
+    torch.set_num_threads(threads)
+    study = _TaskStudy(data=data, **settings, experiment=name)
+    started = time.perf_counter()
+    table, figures = function(study)
+    seconds = time.perf_counter() - started
+    return table, [(figure_name, figure.to_dict()) for figure_name, figure in figures], seconds
+
+
+# ---------------------------------------------------------------------- the driver
+def _adopt(staging: Path, models_dir: Path, name: str, node: str) -> None:
+    """Move checkpoint ``name`` from a task's staging folder into ``models_dir`` and its manifest (atomically)."""
+    entries = read_manifest(staging)["entries"]
+    if name not in entries or not (staging / entries[name]["file"]).is_file():
+        raise FileNotFoundError(
+            f"models_dir: the task on node {node} trained {name!r} into {staging}, which the driver on "
+            f"{socket.gethostname()} cannot see; the ray backend needs --out on a filesystem shared by every node")
+    entry = entries[name]
+    os.replace(staging / entry["file"], models_dir / entry["file"])
+    manifest = read_manifest(models_dir)
+    manifest["entries"][name] = entry
+    temporary = models_dir / f".{MANIFEST}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:  # as save_checkpoint writes it
+        json.dump(manifest, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(temporary, models_dir / MANIFEST)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _connect(ray, address: str | None) -> bool:
+    """Connect to the cluster at ``address``, or start a local Ray; returns whether this call did (then shut it down).
+
+    A Ray already initialised in this process (e.g. by a notebook's ``ray.init``) is used as it is.
+    """
+    if ray.is_initialized():
+        if address is not None:
+            raise ValueError(f"address: Ray is already initialised in this process, so {address!r} cannot be "
+                             f"connected to; call ray.shutdown() first, or pass no address to use that Ray")
+        return False
+    if address is not None:
+        try:
+            ray.init(address=address)
+        except ConnectionError as error:
+            raise ValueError(f"address: no Ray cluster could be reached at {address!r} ({error}); start one with "
+                             f"ray start --head, or pass no address for a local Ray") from error
+    else:  # a single-machine Ray for this run only; workers import the installed package (no runtime_env)
+        ray.init(include_dashboard=False)
+    return True
+
+
+def _largest_node_cpus(ray) -> float:
+    cpus = [node.get("Resources", {}).get("CPU", 0) for node in ray.nodes() if node.get("Alive", True)]
+    return max(cpus, default=0)
+
+
+def _original(error: BaseException) -> BaseException:
+    """The exception raised inside a task (Ray wraps it in a RayTaskError)."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, BaseException) else error
+
+
+def run_on_ray(
+    study: Study,
+    names: Sequence[str],
+    record: Callable[[str, Any, list, float], None],
+    functions: dict[str, Callable] | None = None,
+    address: str | None = None,
+    gpus_per_task: float = 0,
+    progress: bool = True,
+) -> None:
+    """Run experiments ``names`` of ``study`` as Ray tasks after training the models they need as Ray tasks.
+
+    One task per missing model (:func:`plan_models`, :func:`models_to_train`), one task per experiment (not
+    per table cell): an experiment starts once every model it needs is in ``study.models_dir``. Each
+    finished experiment is handed to ``record`` at once, so an interrupted run keeps what finished.
+
+    Parameters
+    ----------
+    study : Study
+        The driver's study: data, settings, zoo and ``models_dir`` (on a filesystem every node shares).
+    names : sequence of str
+        Experiments to run (those not finished yet), keys of ``functions``.
+    record : callable
+        ``record(name, table, figures, seconds)``, called in the driver per finished experiment with its
+        table (DataFrame), figures (``[(name, plotly Figure)]``) and the task's run time in seconds.
+    functions : dict, optional
+        Experiment name -> function of a Study (default :data:`analysis.experiments.EXPERIMENTS`).
+    address : str, optional
+        A Ray cluster's address (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``); None starts a local
+        Ray for this call. A Ray already initialised in this process is used as it is. Ray is shut down at
+        the end only if this call started it.
+    gpus_per_task : float
+        GPUs each task reserves (0: CPU tasks); with a GPU, tasks train and detect on it.
+    progress : bool
+        Show a progress bar over the tasks.
+
+    Raises
+    ------
+    ValueError
+        Ray is not installed, an experiment has no plan, or a cached checkpoint is of another model.
+    Exception
+        The first task's error once every other task has ended (the others are warned about).
+    """
+    ray = require_ray()
+    functions = experiments.EXPERIMENTS if functions is None else functions
+    if isinstance(gpus_per_task, bool) or not isinstance(gpus_per_task, (int, float)) or not gpus_per_task >= 0:
+        raise ValueError(f"gpus_per_task: expected a number >= 0, got {gpus_per_task!r}")
+    names = list(names)
+    if not names:
+        return
+    dataset = study.data.name
+    needs = {name: experiment_models(name, dataset, study.archs, study.attacks) for name in names}
+    to_train = models_to_train(study, plan_models(names, dataset, study.archs, study.attacks))
+    models_dir = Path(study.models_dir).resolve()
+    models_dir.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    settings = _study_settings(study)
+    started_ray = _connect(ray, address)
+    pending: dict[Any, tuple[str, Any]] = {}  # object ref -> ("train", spec) or ("experiment", name)
+    try:
+        cpus = min(threads, _largest_node_cpus(ray) or threads)
+        options = {"num_cpus": cpus, "num_gpus": gpus_per_task}
+        train_remote = ray.remote(**options)(_train_task)
+        experiment_remote = ray.remote(**options)(_experiment_task)
+        data = ray.put(study.data)
+        waiting = {name: {spec.name for spec in needs[name]} & {spec.name for spec in to_train} for name in names}
+        first_of_attack: dict[str, Any] = {}
+        for spec in to_train:
+            staging = models_dir / STAGING / spec.name
+            shutil.rmtree(staging, ignore_errors=True)  # a leftover of an interrupted run
+            after = ()
+            if not spec.clean and type(_build_attack(spec, dataset)).prepare is not Attack.prepare:
+                after = (first_of_attack[spec.attack],) if spec.attack in first_of_attack else ()
+            ref = train_remote.remote(data, settings, spec, str(staging), threads, *after)
+            first_of_attack.setdefault(spec.attack, ref)
+            pending[ref] = ("train", spec)
+
+        def submit_ready() -> None:
+            for name in [n for n, missing in waiting.items() if not missing]:
+                del waiting[name]
+                pending[experiment_remote.remote(data, settings, name, functions[name], threads)] = ("experiment", name)
+
+        submit_ready()
+        failures: list[tuple[str, BaseException]] = []
+        with tqdm(total=len(pending) + len(waiting), desc="ray tasks", disable=not progress) as bar:
+            while pending:
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                kind, what = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                    if kind == "train":
+                        _adopt(models_dir / STAGING / what.name, models_dir, what.name, result["node"])
+                    else:
+                        import plotly.graph_objects as go
+
+                        table, figures, seconds = result
+                        record(what, table, [(n, go.Figure(d)) for n, d in figures], seconds)
+                except Exception as error:  # noqa: BLE001 - every task's error is reported below
+                    failures.append((f"training {what.name}" if kind == "train" else f"experiment {what}", error))
+                    if kind == "train":  # the experiments that need this model cannot run
+                        for name in [n for n, missing in waiting.items() if what.name in missing]:
+                            del waiting[name]
+                            failures.append((f"experiment {name}", RuntimeError(f"needs {what.name}, whose "
+                                                                                f"training failed")))
+                            bar.update(1)
+                if kind == "train":
+                    for missing in waiting.values():
+                        missing.discard(what.name)
+                    submit_ready()
+                bar.update(1)
+                bar.set_postfix_str(f"{kind} {what.name if kind == 'train' else what}")
+        if failures:
+            for what, error in failures[1:]:
+                warnings.warn(f"backend 'ray': {what} failed: {type(_original(error)).__name__}: "
+                              f"{' '.join(str(_original(error)).split())[:300]}", stacklevel=2)
+            raise _original(failures[0][1])
+    finally:
+        for ref in pending:  # interrupted: nothing of this run keeps running on the cluster
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - the error that got us here matters more
+                pass
+        if started_ray:
+            ray.shutdown()
+        try:
+            (models_dir / STAGING).rmdir()  # only when empty: every trained model was adopted
+        except OSError:
+            pass
