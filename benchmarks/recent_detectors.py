@@ -9,10 +9,7 @@ all numbers from :func:`analysis.metrics.detection_metrics`). Then:
 * the goal for the best layer-wise option (``--ours``, default ``layerwise-trajectory``): AUROC >= 99 % and
   TPR >= 95 % at FPR <= 5 % in every cell, met or missed per cell, and its mean AUROC against SCALE-UP,
   IBD-PSC and TED per architecture;
-* the cost per input of every detector, on the first cell's run-0 inputs: forward passes per input (counted by
-  a hook on the model's top module, so a defense's amplified or pruned copies count too; fit per reference
-  image, detection per input) and the detection time per input as a ratio to one plain forward pass of the
-  same inputs, both measured in this run.
+* the cost per input of every detector is measured by ``benchmarks/detector_cost.py``.
 
 Models: digits uses the committed zoo; ``npz`` trains (or reuses) models in ``--models-dir`` with
 ``--train-subset`` / ``--epochs``, as ``python -m analysis reproduce npz ...`` does with the same settings.
@@ -33,62 +30,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from _report import publish  # benchmarks/_report.py: a script's own folder is on sys.path
-from analysis.comparison import DETECTION_COLUMNS, _cap, available_defenses, build_detector
+from analysis.comparison import DETECTION_COLUMNS, available_defenses
 from analysis.experiments import tables12_detection
 from analysis.study import Study, default_attacks
-from analysis.features import predict_classes
 from analysis.metrics import attack_metrics
 from analysis.reproduce import load_for_reproduce, markdown_table
 
 RECENT = ("scale-up", "ibd-psc", "ted")
 GOAL_AUROC, GOAL_TPR_AT_5 = 99.0, 95.0
 IMPLANTED_ASR = 50.0
-
-
-class ForwardCounter:
-    """Counts the images that pass through ``model`` (its top module), copies made with deepcopy included."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.images = 0
-        self.handle = model.register_forward_hook(self._count)
-
-    def _count(self, module, inputs, output) -> None:
-        self.images += int(inputs[0].shape[0])
-
-    def close(self) -> None:
-        self.handle.remove()
-
-
-def cost_per_input(study: Study, arch: str, attack: str, defenses: tuple[str, ...]) -> pd.DataFrame:
-    """Forward passes and time per input of each detector on run 0's inputs of one cell, beside a plain forward pass."""
-    run = study.model(arch, attack)
-    reference, benign = study.redraw(0)
-    poisoned = _cap(run.attack.poisoned_test_set(benign), study.max_eval, 2000)
-    inputs = torch.cat([_cap(benign, study.max_eval, 1000).x, poisoned.x])
-    model = run.model.eval()
-    started = time.perf_counter()
-    predict_classes(model, inputs)
-    plain = (time.perf_counter() - started) / len(inputs)
-    rows = []
-    for name in tqdm(defenses, desc=f"cost on {arch} + {attack}", leave=False):
-        detector = build_detector(name, seed=0, **study.detector_settings(name))
-        counter = ForwardCounter(model)
-        try:
-            started = time.perf_counter()
-            detector.fit(model, reference, train=run.data.train)
-            fit_seconds, fit_images = time.perf_counter() - started, counter.images
-            started = time.perf_counter()
-            detector.detect(model, inputs)
-            detect_seconds, detect_images = time.perf_counter() - started, counter.images - fit_images
-        finally:
-            counter.close()
-        rows.append({"detector": name, "fit passes / reference image": fit_images / len(reference),
-                     "fit s": fit_seconds, "passes / input": detect_images / len(inputs),
-                     "time / input ÷ one forward pass": detect_seconds / len(inputs) / plain})
-    return pd.DataFrame(rows)
 
 
 def with_std(table: pd.DataFrame) -> pd.DataFrame:
@@ -151,7 +103,6 @@ def main() -> None:
         goal = goal_rows(table, args.ours)
         recent_auroc = means.loc[list(RECENT), "AUROC"]
         ahead = all(means.loc[args.ours, "AUROC"] > recent_auroc)
-        cost = cost_per_input(study, arch, implanted[0], defenses)
         sections += [
             f"## {arch}", "",
             f"Models (MA, ASR on all evaluation images, %); attacks with ASR < {IMPLANTED_ASR:.0f} % implant no "
@@ -165,8 +116,6 @@ def main() -> None:
             f"Met in {int((goal.goal == 'met').sum())} of {len(goal)} cells. Mean AUROC {means.loc[args.ours, 'AUROC']:.1f} "
             f"against SCALE-UP {recent_auroc['scale-up']:.1f}, IBD-PSC {recent_auroc['ibd-psc']:.1f}, TED "
             f"{recent_auroc['ted']:.1f}: {'ahead of all three' if ahead else 'NOT ahead of all three'}.", "",
-            f"### Cost per input ({arch} + {implanted[0]}, run 0's {2 * args.max_eval} inputs at most)", "",
-            markdown_table(cost, digits=2), "",
         ]
     total = time.perf_counter() - started
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
