@@ -86,9 +86,10 @@ def _demo(args: argparse.Namespace) -> int:
     _writable_folder(Path(args.out).parent)  # before training: a bad --out must not cost a run
     import torch
 
-    from .metrics import false_positive_rate, true_positive_rate
-    from .pipeline import analyse, attacked_model
-    from .plotting import histogram_figure, layerwise_curve_figure, write_html_report
+    from .detection import LayerwiseDetector
+    from .explore import LayerwiseExplorer
+    from .pipeline import attacked_model
+    from .plotting import histogram_figure, write_html_report
     from .training import TrainConfig
 
     if args.threads:
@@ -102,45 +103,41 @@ def _demo(args: argparse.Namespace) -> int:
         save=args.save_checkpoint, device=args.device, progress=not args.no_progress,
     )
     source = f"loaded from {run.loaded_from}" if run.loaded_from else f"trained in {run.train_seconds:.0f} s"
-    result = analyse(run, tau=args.tau)
-    det, ev = result.detector, result.evaluation
     target = run.attack.target
+    # The same explorer the notebooks and apps read (analysis.workbench): one pass over the evaluation inputs.
+    det = LayerwiseDetector(tau=args.tau).fit(run.model, run.data.reference)
+    explorer = LayerwiseExplorer(run.model, det, run.data.test, run.poisoned_test, target=target)
+    numbers = explorer.summary(args.tau)
+    pct = {key: 100 * numbers[key] for key in ("ma", "asr", "tpr", "fpr")}
+    pct["auroc"] = 100 * explorer.roc()["auroc"]
+    loi = numbers["loi"]
     print(f"digits + {args.arch} + BadNets (target {target}, rate {run.attack.rate:.0%}): model {source}")
     print(f"  reference / evaluation images: {len(run.data.reference)} / {len(run.data.test)} benign, "
           f"{len(run.poisoned_test)} poisoned")
-    pct = ev.as_percentages()
     print(f"  MA  {pct['ma']:6.2f} %   ASR {pct['asr']:6.2f} %")
-    print(f"  LOI of target class {target}: layer {ev.loi} of {det.n_layers_} "
-          f"({det.layer_names_[ev.loi - 1]}); scored layers {list(det.score_layers_[target])}")
+    print(f"  LOI of target class {target}: layer {loi} of {det.n_layers_} "
+          f"({det.layer_names_[loi - 1]}); scored layers {numbers['score_layers']}")
     print(f"  detector at tau = {args.tau}:  TPR {pct['tpr']:6.2f} %   FPR {pct['fpr']:6.2f} %   AUROC {pct['auroc']:6.2f} %")
-    sweep = []
-    for tau in (1.5, 2.0, 2.5, 3.0, 3.5):
-        tpr = true_positive_rate(det.flag_scores(result.on_poisoned.scores, result.on_poisoned.predicted, tau)) * 100
-        fpr = false_positive_rate(det.flag_scores(result.on_benign.scores, result.on_benign.predicted, tau)) * 100
-        sweep.append(f"tau {tau}: {tpr:.1f}/{fpr:.1f}")
-    print("  TPR/FPR % over tau (Fig. 5): " + ", ".join(sweep))
+    sweep = explorer.rates_table((1.5, 2.0, 2.5, 3.0, 3.5))
+    print("  TPR/FPR % over tau (Fig. 5): " + ", ".join(
+        f"tau {tau}: {row['TPR %']:.1f}/{row['FPR %']:.1f}" for tau, row in sweep.iterrows()))
 
     # as in the paper's Sec. 3: the benign and poisoned evaluation inputs the model classifies as the target
-    benign_target = run.data.test.subset(np.flatnonzero(result.on_benign.predicted == target))
-    poisoned_as_target = run.poisoned_test.subset(np.flatnonzero(result.on_poisoned.predicted == target))
-    benign_curves = det.layerwise_similarity(run.model, benign_target, target)
-    poisoned_curves = det.layerwise_similarity(run.model, poisoned_as_target, target) if len(poisoned_as_target) else (
-        np.empty((0, det.n_layers_)))
-    on_target = result.on_benign.predicted == target
+    scored = numbers["score_layers"]
+    curves = explorer.curve_figure(target)
+    curves.update_layout(title=f"Layer-wise cosine similarity to class {target}'s benign centroids")
     figures = [
-        layerwise_curve_figure(benign_curves, poisoned_curves, det.loi_[target], det.score_layers_[target],
-                               title=f"Layer-wise cosine similarity to class {target}'s benign centroids"),
-        histogram_figure(result.on_benign.scores[on_target], result.on_poisoned.scores[result.on_poisoned.predicted == target],
-                         f"Summed similarity at layers {list(det.score_layers_[target])} (inputs predicted as {target})",
-                         "score", threshold=det.thresholds()[target]),
+        curves,
+        histogram_figure(*explorer.score_distribution(target),
+                         f"Summed similarity at layers {scored} (inputs predicted as {target})", "score",
+                         threshold=explorer.threshold(target, args.tau)),
     ]
     # the report names the checkpoint, not its absolute path: the file can be shared or moved
     shown = f"checkpoint {Path(run.loaded_from).name}" if run.loaded_from else source
     summary = {"model": shown, "MA %": f"{pct['ma']:.2f}", "ASR %": f"{pct['asr']:.2f}",
-               f"LOI (class {target})": ev.loi, "tau": args.tau, "TPR %": f"{pct['tpr']:.2f}",
+               f"LOI (class {target})": loi, "tau": args.tau, "TPR %": f"{pct['tpr']:.2f}",
                "FPR %": f"{pct['fpr']:.2f}", "AUROC %": f"{pct['auroc']:.2f}"}
     paper_name, paper = _paper_badnets(args.arch)
-    scored = list(det.score_layers_[target])
     intro = (f"A {args.arch} trained on the digits dataset (1,797 scikit-learn images upsampled to 32x32) with the "
              f"BadNets backdoor: {run.attack.rate:.0%} of the training images carry a small white square and are "
              f"relabelled as class {target}. The layer-wise detector (Jebreel, Domingo-Ferrer, Li) was fitted on "
@@ -152,7 +149,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"Each curve is the mean (error bars: one standard deviation) over inputs that the model classifies as class "
         f"{target}, of their cosine similarity to class {target}'s benign centroid at each layer: green for benign "
         f"evaluation images of that class, red for triggered images of other classes. The circle marks the layer of "
-        f"interest (LOI {ev.loi}), found from the benign reference images alone; the shaded band marks the layers "
+        f"interest (LOI {loi}), found from the benign reference images alone; the shaded band marks the layers "
         f"the detector sums, {scored}. Where the red curve falls below the green one, poisoned inputs reach the "
         f"target class by another route than benign ones: that gap is what the detector reads.",
         f"The detector's score of each input classified as {target}: its cosine similarities to the class's benign "

@@ -50,6 +50,7 @@ Deviations from the paper, all documented and optional:
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -61,7 +62,7 @@ import torch.nn as nn
 from .data import LabeledImages
 from .features import iter_features, paper_layers
 from .similarity import as_float64, cosine_to, euclidean_to, leave_one_out_cosine
-from .validation import NotFittedError, check_images
+from .validation import NotFittedError, check_images, check_number
 
 __all__ = ["Detection", "LayerwiseDetector", "MAD_TO_STD", "MIN_CLASS_SAMPLES", "ReferenceWarning",
            "TRAJECTORY_STD_FLOOR", "check_reference_counts", "layer_of_interest"]
@@ -203,9 +204,8 @@ class LayerwiseDetector:
         if self.metric not in ("cosine", "euclidean"):
             raise ValueError(f"metric: expected 'cosine' or 'euclidean', got {self.metric!r}")
         _check_tau(self.tau, "tau")
-        if self.target_fpr is not None and (isinstance(self.target_fpr, bool) or not isinstance(
-                self.target_fpr, (int, float, np.integer, np.floating)) or not 0.0 < self.target_fpr < 1.0):
-            raise ValueError(f"target_fpr: expected None or a fraction strictly between 0 and 1, got {self.target_fpr!r}")
+        if self.target_fpr is not None:
+            check_number(self.target_fpr, "target_fpr", 0.0, 1.0, low_open=True, high_open=True)
         if self.spread not in ("std", "mad"):
             raise ValueError(f"spread: expected 'std' or 'mad', got {self.spread!r}")
         if self.score not in ("sum", "trajectory"):
@@ -471,9 +471,7 @@ class LayerwiseDetector:
 
     def get_params(self) -> dict:
         """The constructor's settings (as scikit-learn's ``get_params``)."""
-        return {"tau": self.tau, "metric": self.metric, "layers": self.layers, "score_layers": self.score_layers,
-                "batch_size": self.batch_size, "unknown_class": self.unknown_class, "spread": self.spread,
-                "score": self.score, "target_fpr": self.target_fpr}
+        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
 
     # ------------------------------------------------------------------ scoring
     def _score_block(self, feats: Sequence[ArrayLike | None], predicted: np.ndarray) -> np.ndarray:

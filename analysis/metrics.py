@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .validation import check_number
+
 __all__ = ["DETECTION_METRICS", "attack_metrics", "attack_success_rate", "auroc", "conformal_threshold", "detection_metrics",
            "f1_score", "false_positive_rate", "main_accuracy", "roc_points", "tpr_at_fpr",
            "true_positive_rate"]
@@ -120,9 +122,7 @@ def conformal_threshold(calibration_suspicion, target_fpr: float) -> float:
     inf
     """
     scores = _flat(calibration_suspicion, "calibration_suspicion").astype(np.float64)
-    if isinstance(target_fpr, bool) or not isinstance(target_fpr, (int, float, np.integer, np.floating)) \
-            or not 0.0 < target_fpr < 1.0:
-        raise ValueError(f"target_fpr: expected a fraction strictly between 0 and 1, got {target_fpr!r}")
+    check_number(target_fpr, "target_fpr", 0.0, 1.0, low_open=True, high_open=True)
     if not np.all(np.isfinite(scores)):
         raise ValueError("calibration_suspicion: contains NaN or inf")
     n = len(scores)

@@ -116,3 +116,16 @@ def test_layerwise_adapter_scores_are_normalised_suspicions(setup):
     np.testing.assert_array_equal(adapter.predict(model, x), raw.flagged)
     known = ~np.isnan(mu)
     np.testing.assert_array_equal(adapter.score_samples(model, x)[known] > 2.5, raw.flagged[known])
+
+
+def test_layerwise_adapter_takes_exactly_the_detectors_settings():
+    """The adapter repeats the detector's signature (explicit settings, as scikit-learn asks) and passes them on whole."""
+    import inspect
+
+    def signature(cls):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(cls).parameters.values()]
+
+    assert signature(LayerwiseDefense) == signature(LayerwiseDetector)
+    settings = {"tau": 1.5, "metric": "cosine", "layers": None, "score_layers": [1, 2], "batch_size": 7,
+                "unknown_class": "flag", "spread": "mad", "score": "trajectory", "target_fpr": 0.1}
+    assert LayerwiseDefense(**settings)._make_detector().get_params() == settings

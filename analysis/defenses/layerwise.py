@@ -28,7 +28,9 @@ class LayerwiseDefense(Defense):
 
     _fitted_attribute = "detector_"
 
-    def __init__(self, tau: float = 2.5, metric: Literal["cosine", "euclidean"] = "cosine",
+    # The detector's signature, repeated so that get_params / repr / the registry see every setting
+    # (scikit-learn's rule: explicit constructor arguments); a test keeps the two signatures identical.
+    def __init__(self, tau: float = 2.5, *, metric: Literal["cosine", "euclidean"] = "cosine",
                  layers: Sequence[str] | None = None, score_layers: Sequence[int] | None = None,
                  batch_size: int = 256, unknown_class: Literal["raise", "flag", "ignore"] = "raise",
                  spread: Literal["std", "mad"] = "std", score: Literal["sum", "trajectory"] = "sum",
@@ -44,9 +46,7 @@ class LayerwiseDefense(Defense):
         self.unknown_class = unknown_class
 
     def _make_detector(self) -> LayerwiseDetector:
-        return LayerwiseDetector(tau=self.tau, metric=self.metric, layers=self.layers, score_layers=self.score_layers,
-                                 batch_size=self.batch_size, unknown_class=self.unknown_class, spread=self.spread,
-                                 score=self.score, target_fpr=self.target_fpr)
+        return LayerwiseDetector(**self.get_params())
 
     def fit(self, model: nn.Module, reference: LabeledImages, train: LabeledImages | None = None) -> "LayerwiseDefense":
         """Fit the layer-wise detector on ``reference``; ``train`` is ignored."""

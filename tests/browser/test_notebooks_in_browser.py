@@ -66,8 +66,16 @@ def test_every_notebook_has_moves_listed():
     assert on_disk == sorted(MOVES), "notebooks/ and MOVES differ: list the new notebook's controls in MOVES"
     assert set(DEFAULT_NOTEBOOKS) <= set(MOVES) and VOILA_NOTEBOOK in MOVES
 #: Console messages that are not errors of this project and cannot be avoided, with the reason.
-#: Empty: JupyterLab and Voila as served by the fixtures log no error.
-ALLOWED_CONSOLE = {}
+#: JupyterLab and Voila as served by the fixtures log no other error.
+ALLOWED_CONSOLE = {
+    r"^pageerror: \[anywidget\] Failed to initialize model\.$": (
+        "anywidget (0.9-0.11) rejects a model's readiness promise when the widget's JavaScript has not initialised "
+        "within a hard-coded 2 s (AbortSignal.timeout(2000) in its runtime); plotly's FigureWidget ships a 5 MB "
+        "bundle whose parse alone can take longer while the kernel runs the notebook on a loaded 2-core machine. "
+        "The widget still initialises and follows the controls: every test asserts that after the message, and "
+        "under a CPU hog (3 busy processes on 2 cores) the message appears every time and the Voila test's "
+        "moves pass."),
+}
 RUN_ALL_TIMEOUT = 150.0
 MOVE_TIMEOUT = 120.0
 
