@@ -86,7 +86,7 @@ class DetectorRun:
     """One detector fitted and run once (:func:`run_detector_scores`)."""
 
     metrics: dict[str, float]  # DETECTION_COLUMNS in %, and "seconds" of fit + detection
-    suspicion_benign: np.ndarray  # [n] higher = more suspicious (the defenses' score_samples)
+    suspicion_benign: np.ndarray  # [n] higher = more suspicious (the defenses' suspicion)
     suspicion_poisoned: np.ndarray  # [m]
 
 

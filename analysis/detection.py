@@ -598,11 +598,16 @@ class LayerwiseDetector:
         return Detection(predicted_np, scores_np, self.flag_scores(scores_np, predicted_np))
 
     def score_samples(self, model: nn.Module, x: LabeledImages | ArrayLike) -> np.ndarray:
-        """The raw score of each input (:class:`Detection` ``.scores``): the paper's summed cosine similarity to its
-        predicted class's centroids (lower = more suspicious), summed Euclidean distances or trajectory distances
-        (higher = more suspicious). Unlike scikit-learn's ``score_samples`` its direction depends on the settings;
-        :meth:`suspicion` (higher = more suspicious) and :meth:`decision_function` (negative = flagged) do not."""
-        return self.detect(model, x).scores
+        """scikit-learn's direction, ``[N]`` higher = more normal, for every metric and score: ``-suspicion``.
+
+        The raw score standardised by the predicted class's reference mu and sigma: ``(s - mu_c) / sigma_c`` for the
+        paper's summed cosine similarity, ``(mu_c - s) / sigma_c`` for Euclidean and trajectory distances; NaN for a
+        class without reference samples. :meth:`decision_function` is ``score_samples + tau`` (the tau in effect).
+        The paper's raw scores (summed similarity or distance) are :meth:`detect`'s ``.scores`` and
+        :meth:`score_features`.
+        """
+        found = self.detect(model, x)
+        return -self.suspicion(found.scores, found.predicted)
 
     def predict(self, model: nn.Module, x: LabeledImages | ArrayLike) -> np.ndarray:
         """True = poisoned, per input."""
@@ -615,8 +620,7 @@ class LayerwiseDetector:
         standard deviations of the predicted class's reference scores, for every metric and score, so the sign
         means the same whatever the raw score's direction. NaN for a class without reference samples.
         """
-        found = self.detect(model, x)
-        return self._tau(None) - self.suspicion(found.scores, found.predicted)
+        return self.score_samples(model, x) + self._tau(None)
 
     def decision_function_features(self, features: Sequence[ArrayLike], predicted: ArrayLike) -> np.ndarray:
         """:meth:`decision_function` for inputs with precomputed features (L arrays ``[N, D_l]``) and predicted classes."""

@@ -4,10 +4,8 @@ import pytest
 import torch
 
 from analysis.attacks import AdaptiveBadNets, AttackContext, BadNets, build_attack
-from analysis.data import DatasetSplits
 from analysis.features import extract_features
 from analysis.models import build_model
-from analysis.pipeline import analyse, attacked_model
 from analysis.training import TrainConfig, train
 
 
@@ -120,13 +118,3 @@ def test_bad_settings(settings, message):
 def test_unknown_layer_is_refused(small):
     with pytest.raises(ValueError, match=r"layers: unknown module path\(s\) \['nope'\]"):
         AdaptiveBadNets(layers=["nope"]).train_model(build_model("resnet18", 10, 4), small, _context(1))
-
-
-def test_end_to_end_tiny_budget(digits):
-    """1 epoch on 200 images (ResNet-18 width 4): the pipeline runs and returns finite metrics, nothing more."""
-    small = DatasetSplits("digits", digits.train.subset(np.arange(200)), digits.reference,
-                          digits.test.subset(np.arange(200)), 10)
-    run = attacked_model(data=small, attack=AdaptiveBadNets(beta=0.5), width=4, config=TrainConfig(epochs=1, seed=0),
-                         checkpoints=None, progress=False)
-    evaluation = analyse(run).evaluation
-    assert all(np.isfinite(v) for v in evaluation.as_percentages().values())

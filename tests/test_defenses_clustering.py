@@ -76,7 +76,7 @@ def test_activation_clustering_flags_the_small_far_cluster(case):
         flagged = ac.predict(model, x)
         assert flagged[n_benign:].all(), reduction
         assert flagged[:n_benign].mean() < 0.15, reduction  # unimodal classes rarely split below 35%
-        scores = ac.score_samples(model, x)  # 1 - relative size of the input's cluster
+        scores = ac.suspicion(model, x)  # 1 - relative size of the input's cluster
         assert scores[n_benign:].min() == pytest.approx(1 - 12 / 42)
 
 
@@ -98,7 +98,7 @@ def test_activation_clustering_reference_criterion_follows_the_benign_samples(ca
     flagged = ac.predict(model, x)
     assert flagged[-30:].all()
     assert not flagged[:-30][np.arange(len(x) - 30) // 5 == TARGET].any()  # benign inputs of the target
-    np.testing.assert_array_equal(ac.score_samples(model, x)[-30:], 1.0)  # no reference in their cluster
+    np.testing.assert_array_equal(ac.suspicion(model, x)[-30:], 1.0)  # no reference in their cluster
 
 
 def test_scan_finds_the_target_class_and_its_poisoned_subgroup(case):
@@ -109,7 +109,7 @@ def test_scan_finds_the_target_class_and_its_poisoned_subgroup(case):
     assert scan.class_score_[TARGET] > np.e
     assert flagged[n_benign:].all()
     assert not flagged[:n_benign].any()
-    scores = scan.score_samples(model, x)
+    scores = scan.suspicion(model, x)
     assert scores[n_benign:].min() > scores[:n_benign].max()
 
 

@@ -61,7 +61,7 @@ def test_shrinkpad_destroys_a_corner_trigger_and_keeps_colour():
     # The blurred 29 px copy keeps the patch bright only for the rare largest offsets.
     assert flagged.mean() >= 0.75
     # score = 1 - p(original class | transformed): the same offsets as predict (same seed, same inputs)
-    assert defense.score_samples(model, benign).max() < 0.5 < defense.score_samples(model, poisoned)[flagged].min()
+    assert defense.suspicion(model, benign).max() < 0.5 < defense.suspicion(model, poisoned)[flagged].min()
 
 
 def test_shrinkpad_shrinks_32_to_29_pixels():
@@ -85,7 +85,7 @@ def test_strip_flags_a_trigger_that_survives_blending():
     # Blending halves the patch (>= 0.5 stays above 0.45): every blend says class 1, entropy ~ 0.
     assert defense.predict(model, poisoned).all()
     assert defense.predict(model, benign).mean() <= 0.2  # ~10% by construction of the threshold
-    scores = defense.score_samples(model, poisoned)
+    scores = defense.suspicion(model, poisoned)
     assert np.all(scores > -defense.threshold_)  # score = -entropy
 
 
@@ -105,16 +105,16 @@ def test_randomized_smoothing_flags_a_prediction_that_flips_near_the_input():
     x[1, 0, 0, 0] = 0.1  # plain prediction 0, stable
     defense = RandomizedSmoothing().fit(model, reference_set(2))
     assert defense.predict(model, x).tolist() == [True, False]
-    scores = defense.score_samples(model, x)  # share of neighbours disagreeing with the plain prediction
+    scores = defense.suspicion(model, x)  # share of neighbours disagreeing with the plain prediction
     assert scores[0] > 0.8 and scores[1] == 0.0
 
 
 def test_randomized_smoothing_is_seeded():
     model = Island()
     x = torch.full((3, 3, 32, 32), 0.5)
-    a = RandomizedSmoothing(n_samples=50, seed=1).fit(model, None).score_samples(model, x)
-    b = RandomizedSmoothing(n_samples=50, seed=1).fit(model, None).score_samples(model, x)
-    c = RandomizedSmoothing(n_samples=50, seed=2).fit(model, None).score_samples(model, x)
+    a = RandomizedSmoothing(n_samples=50, seed=1).fit(model, None).suspicion(model, x)
+    b = RandomizedSmoothing(n_samples=50, seed=1).fit(model, None).suspicion(model, x)
+    c = RandomizedSmoothing(n_samples=50, seed=2).fit(model, None).suspicion(model, x)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 

@@ -58,9 +58,10 @@ def test_every_detector_has_the_same_shape(setup, name):
     defense = build_defense(name, **settings)
     assert defense.fit(model, reference, train=reference) is defense
     flagged = defense.predict(model, x)
-    scores = defense.score_samples(model, x)
+    scores = defense.suspicion(model, x)
     assert flagged.dtype == bool and flagged.shape == (N,)
     assert scores.dtype == np.float64 and scores.shape == (N,)
+    np.testing.assert_array_equal(defense.score_samples(model, x), -scores)  # scikit-learn: higher = more normal
     found = defense.detect(model, LabeledImages(x, torch.zeros(N, dtype=torch.long)))
     np.testing.assert_array_equal(found.flagged, flagged)
     assert found.predicted.shape == (N,)
@@ -101,8 +102,8 @@ def test_bad_settings_are_named(setup, name, setting, value):
 @pytest.mark.parametrize("name", ["rs", "shrinkpad", "strip", "ac"])
 def test_seeded_defenses_are_deterministic(setup, name):
     model, reference, x = setup
-    a = build_defense(name, seed=3, **FAST[name]).fit(model, reference).score_samples(model, x)
-    b = build_defense(name, seed=3, **FAST[name]).fit(model, reference).score_samples(model, x)
+    a = build_defense(name, seed=3, **FAST[name]).fit(model, reference).suspicion(model, x)
+    b = build_defense(name, seed=3, **FAST[name]).fit(model, reference).suspicion(model, x)
     np.testing.assert_array_equal(a, b)
 
 
@@ -112,10 +113,10 @@ def test_layerwise_adapter_scores_are_normalised_suspicions(setup):
     raw = LayerwiseDetector(unknown_class="flag").fit(model, reference).detect(model, x)
     mu = np.array([adapter.detector_.mu_.get(int(t), np.nan) for t in raw.predicted])
     sigma = np.array([adapter.detector_.sigma_.get(int(t), np.nan) for t in raw.predicted])
-    np.testing.assert_allclose(adapter.score_samples(model, x), (mu - raw.scores) / sigma)
+    np.testing.assert_allclose(adapter.suspicion(model, x), (mu - raw.scores) / sigma)
     np.testing.assert_array_equal(adapter.predict(model, x), raw.flagged)
     known = ~np.isnan(mu)
-    np.testing.assert_array_equal(adapter.score_samples(model, x)[known] > 2.5, raw.flagged[known])
+    np.testing.assert_array_equal(adapter.suspicion(model, x)[known] > 2.5, raw.flagged[known])
 
 
 def test_layerwise_adapter_takes_exactly_the_detectors_settings():
@@ -129,3 +130,17 @@ def test_layerwise_adapter_takes_exactly_the_detectors_settings():
     settings = {"tau": 1.5, "metric": "cosine", "layers": None, "score_layers": [1, 2], "batch_size": 7,
                 "unknown_class": "flag", "spread": "mad", "score": "trajectory", "target_fpr": 0.1}
     assert LayerwiseDefense(**settings)._make_detector().get_params() == settings
+
+
+@pytest.mark.parametrize("settings", [{}, {"metric": "euclidean"}, {"score": "trajectory"}])
+def test_detector_score_samples_is_higher_for_more_normal_inputs(setup, settings):
+    """scikit-learn's direction whatever the raw score's: the standardised score, signed so that higher = more
+    normal; decision_function adds tau, so it is negative exactly where an input is flagged."""
+    model, reference, x = setup
+    detector = LayerwiseDetector(unknown_class="flag", **settings).fit(model, reference)
+    found = detector.detect(model, x)
+    mu = np.array([detector.mu_[int(t)] for t in found.predicted])
+    sigma = np.array([detector.sigma_[int(t)] for t in found.predicted])
+    sign = 1.0 if settings == {} else -1.0  # summed cosine similarity: higher = more normal; distances: lower
+    np.testing.assert_allclose(detector.score_samples(model, x), sign * (found.scores - mu) / sigma)
+    np.testing.assert_allclose(detector.decision_function(model, x), detector.score_samples(model, x) + 2.5)

@@ -38,7 +38,7 @@ def test_model_path_equals_feature_path(small_run, digits):
         assert from_model.sigma_[t] == pytest.approx(from_features.sigma_[t], rel=1e-6)
     sample = small_run.poisoned_test.subset(np.arange(50))
     test_feats, predicted = extract_features(model, sample, paper_layers(model))
-    np.testing.assert_allclose(from_model.score_samples(model, sample), from_features.score_features(test_feats, predicted))
+    np.testing.assert_allclose(from_model.detect(model, sample).scores, from_features.score_features(test_feats, predicted))
 
 
 def test_scoring_hooks_only_the_needed_layers(small_run, digits, monkeypatch):

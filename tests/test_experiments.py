@@ -120,8 +120,9 @@ def test_table5_gives_ac_scan_and_layerwise_the_latent_or_the_critical_layers(tm
     # detector, paper layer L-1 = 9, the last block); critical: LOI-2..LOI
     # of the target class, found on each run's own reference set (three consecutive paper layers).
     names = ["stem", *[f"layer{i}.{j}" for i in range(1, 5) for j in (0, 1)], "fc"]
+    # each run's detectors are seeded with the run's index: 4 defenses x 2 feature kinds per run
+    assert sorted(seed for _, seed, _ in built) == [0] * 8 + [1] * 8
     for name, seed, settings in built:
-        assert seed in (0, 1)
         if name == "layerwise":
             assert settings in ({"score_layers": [9]}, {})
         elif settings["layers"] != ["pool"]:

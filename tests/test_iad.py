@@ -7,7 +7,6 @@ from analysis.attacks import IAD, AttackContext, build_attack
 from analysis.attacks.iad import diversity_loss, sharpen
 from analysis.data import DatasetSplits
 from analysis.models import build_model
-from analysis.pipeline import analyse, attacked_model
 from analysis.training import TrainConfig
 
 TINY = {"mask_epochs": 1, "width": 4}
@@ -161,21 +160,3 @@ def test_bad_data(trained, digits):
         trained[0].apply_trigger(torch.zeros(1, 3, 30, 30))
     with pytest.raises(ValueError, match="3-channel images, got 1"):
         trained[0].apply_trigger(torch.zeros(1, 1, 32, 32))
-
-
-def test_examples(trained, digits):
-    benign, poisoned = trained[0].examples(digits.test, n=3)
-    assert benign.shape == poisoned.shape == (3, 3, 32, 32)
-    assert torch.equal(poisoned, trained[0].apply_trigger(benign))
-
-
-def test_end_to_end_with_a_tiny_budget(digits):
-    """Through the pipeline (100 images, width 4, one epoch): IAD trains the model itself; metrics finite."""
-    tiny = DatasetSplits("digits", digits.train.subset(np.arange(100)), digits.reference, digits.test, 10)
-    run = attacked_model(data=tiny, attack=IAD(**TINY), width=4, config=TrainConfig(epochs=1, batch_size=64),
-                         checkpoints=None, progress=False)
-    assert run.poisoned_test.x.shape == (int((digits.test.y != 1).sum()), 3, 32, 32)
-    ev = analyse(run).evaluation
-    for value in (ev.ma, ev.asr, ev.tpr, ev.fpr, ev.auroc):
-        assert 0.0 <= value <= 1.0
-    assert 1 <= ev.loi <= 10

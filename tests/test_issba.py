@@ -4,9 +4,6 @@ import pytest
 import torch
 
 from analysis.attacks import ISSBA, AttackContext, build_attack
-from analysis.data import DatasetSplits
-from analysis.pipeline import analyse, attacked_model
-from analysis.training import TrainConfig
 
 TINY = {"steps": 40, "warmup_steps": 20, "ramp_steps": 10, "width": 4, "batch_size": 32}
 
@@ -127,22 +124,3 @@ def test_bad_data(trained, digits):
         trained.apply_trigger(torch.zeros(1, 3, 64, 64))
     with pytest.raises(ValueError, match="3-channel images, got 1"):
         trained.apply_trigger(torch.zeros(1, 1, 32, 32))
-
-
-def test_examples(trained, digits):
-    benign, poisoned = trained.examples(digits.test, n=3)
-    assert benign.shape == poisoned.shape == (3, 3, 32, 32)
-    assert torch.equal(poisoned, trained.apply_trigger(benign))
-
-
-def test_end_to_end_with_a_tiny_budget(digits):
-    """100 training images, ResNet-18 width 4, one epoch: runs and yields finite metrics of the right shapes."""
-    small = DatasetSplits("digits", digits.train.subset(np.arange(100)), digits.reference, digits.test, 10)
-    run = attacked_model(data=small, attack=ISSBA(**TINY), width=4, config=TrainConfig(epochs=1, seed=0),
-                         checkpoints=None, progress=False)
-    assert run.poisoned_test.x.shape == (int((digits.test.y != 1).sum()), 3, 32, 32)
-    assert run.train_seconds > 0
-    ev = analyse(run).evaluation
-    for value in (ev.ma, ev.asr, ev.tpr, ev.fpr, ev.auroc):
-        assert 0.0 <= value <= 1.0
-    assert 1 <= ev.loi <= 10

@@ -56,7 +56,7 @@ def test_scale_up_spc_by_hand():
     x = torch.cat([grey(0.2, 0.12, 0.7), stamp(grey(0.2))])
     assert model(x).argmax(1).tolist() == [0, 0, 1, TARGET]
     defense = ScaleUp().fit(model)  # data-free: no reference needed
-    np.testing.assert_allclose(defense.score_samples(model, x), [0.0, 0.2, 1.0, 1.0])
+    np.testing.assert_allclose(defense.suspicion(model, x), [0.0, 0.2, 1.0, 1.0])
     # flag SPC > 0.5; the bright benign image is a false positive by design of the method
     assert defense.predict(model, x).tolist() == [False, False, True, True]
     # a tie with the threshold is not flagged (strict >)
@@ -76,7 +76,7 @@ def test_scale_up_data_limited_standardises_per_predicted_class():
     x = torch.cat([grey(0.2, 0.08, 0.75), stamp(grey(0.2))])
     # class 0: (0 - 0.2) / 0.2 and (0.4 - 0.2) / 0.2; class 1: (1 - 1) / 0.2; class 2 has no reference: pooled
     expected = [-1.0, 1.0, 0.0, (1.0 - spc.mean()) / spc.std(ddof=1)]
-    np.testing.assert_allclose(defense.score_samples(model, x), expected)
+    np.testing.assert_allclose(defense.suspicion(model, x), expected)
     with pytest.raises(TypeError, match="reference: expected LabeledImages"):
         ScaleUp(mode="data-limited").fit(model)
 
@@ -105,7 +105,7 @@ def test_ibd_psc_is_the_amplified_probability_of_the_plain_prediction():
     assert defense.bn_layers_ == ["bn"] and defense.amplified_counts_ == (1,) * 5  # one layer: every copy amplifies it
     sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     psc = np.array([sigmoid(1.0), sigmoid(0.2)])
-    np.testing.assert_allclose(defense.score_samples(model, x), -np.log(1 - psc))  # PSC's order, without its ties
+    np.testing.assert_allclose(defense.suspicion(model, x), -np.log(1 - psc))  # PSC's order, without its ties
     assert not defense.predict(model, x).any()  # both below T = 0.9
 
 
@@ -138,7 +138,7 @@ def test_ibd_psc_leaves_the_model_untouched_and_flags_psc_above_t():
     reference = LabeledImages(torch.rand(15, 3, 32, 32), torch.arange(15) % 3)
     x = torch.rand(8, 3, 32, 32)
     defense = IBDPSC().fit(model, reference)
-    scores, flagged = defense.score_samples(model, x), defense.predict(model, x)
+    scores, flagged = defense.suspicion(model, x), defense.predict(model, x)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
     assert [m.training for m in model.modules()] == modes and model.training
@@ -204,7 +204,7 @@ def test_ted_trajectory_over_two_layers_by_hand():
     trajectory = defense.trajectories(model, poisoned)
     assert (trajectory[:, 0] == 24).all()  # red at layer 1: all 12 red and 12 green images are closer than any blue
     assert (defense.trajectories(model, benign) == 0).all()
-    assert defense.score_samples(model, poisoned).min() > defense.threshold_ >= defense.score_samples(model, benign).max()
+    assert defense.suspicion(model, poisoned).min() > defense.threshold_ >= defense.suspicion(model, benign).max()
     assert defense.predict(model, poisoned).all() and not defense.predict(model, benign).any()
 
 
@@ -217,7 +217,7 @@ def test_ted_defaults_to_paper_layers_and_is_deterministic():
     assert ted.layers_ == model.paper_layers
     assert ted.threshold_ == pytest.approx(np.quantile(ted.reference_scores_, 0.99))
     again = TED(n_components=2, seed=3).fit(model, reference)
-    np.testing.assert_array_equal(ted.score_samples(model, x), again.score_samples(model, x))
+    np.testing.assert_array_equal(ted.suspicion(model, x), again.suspicion(model, x))
     with pytest.raises(ValueError, match="n_components: 'mle' needs at least"):
         TED().fit(model, reference)  # this random model classifies at most 5 of them correctly, < 10 layers
 
@@ -228,8 +228,8 @@ def test_recent_detectors_are_deterministic():
     reference = LabeledImages(torch.rand(15, 3, 32, 32), torch.arange(15) % 3)
     x = torch.rand(6, 3, 32, 32)
     for name, settings in [("scale-up", {"mode": "data-limited"}), ("ibd-psc", {})]:
-        a = build_defense(name, **settings).fit(model, reference).score_samples(model, x)
-        b = build_defense(name, **settings).fit(model, reference).score_samples(model, x)
+        a = build_defense(name, **settings).fit(model, reference).suspicion(model, x)
+        b = build_defense(name, **settings).fit(model, reference).suspicion(model, x)
         np.testing.assert_array_equal(a, b)
 
 

@@ -2,7 +2,8 @@
 
 Each is built with settings only, fitted with ``fit(model, reference, train=None)``
 and used with ``predict(model, x)`` (``[N]`` bool, True = poisoned) and
-``score_samples(model, x)`` (``[N]`` float, higher = more suspicious); see
+``suspicion(model, x)`` (``[N]`` float, higher = more suspicious; ``score_samples`` is its negative,
+higher = more normal, as in scikit-learn); see
 :mod:`analysis.defenses.base`. Paper settings are the defaults.
 
 =============  ==========================================  =========================================

@@ -3,7 +3,8 @@
 Every defense is a scikit-learn style estimator of *inputs*: settings in the constructor
 only; ``fit(model, reference, train=None)`` returns ``self`` and stores what it learns in
 attributes ending with ``_``; ``predict(model, x)`` -> bool ``[N]`` (True = poisoned);
-``score_samples(model, x)`` -> float ``[N]``, a suspicion score (higher = more suspicious).
+``suspicion(model, x)`` -> float ``[N]``, a suspicion score (higher = more suspicious), and
+scikit-learn's ``score_samples(model, x)`` = ``-suspicion`` (higher = more normal).
 Subclasses implement ``_detect(model, images) -> (scores, flagged)`` and name the
 attribute that marks them fitted in ``_fitted_attribute``.
 """
@@ -60,9 +61,13 @@ class Defense:
         """bool ``[N]``: True = flagged as poisoned."""
         return self._run(model, x)[1]
 
-    def score_samples(self, model: nn.Module, x: Images) -> np.ndarray:
-        """float ``[N]``: suspicion score, higher = more suspicious."""
+    def suspicion(self, model: nn.Module, x: Images) -> np.ndarray:
+        """float ``[N]``: suspicion score, higher = more suspicious (the score behind AUROC and ROC curves)."""
         return self._run(model, x)[0]
+
+    def score_samples(self, model: nn.Module, x: Images) -> np.ndarray:
+        """float ``[N]``: scikit-learn's direction, higher = more normal: ``-suspicion(model, x)``."""
+        return -self.suspicion(model, x)
 
     def detect(self, model: nn.Module, x: Images) -> Detection:
         """The model's predicted class, the suspicion score and the flag of every input, from one pass of the defense."""

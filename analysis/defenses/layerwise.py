@@ -24,7 +24,7 @@ from .base import Defense, Images, as_images, check_labeled
 
 
 class LayerwiseDefense(Defense):
-    """Adapter: the paper's layer-wise detector with the defenses' ``fit / predict / score_samples``."""
+    """Adapter: the paper's layer-wise detector with the defenses' ``fit / predict / suspicion / score_samples``."""
 
     _fitted_attribute = "detector_"
 
@@ -57,12 +57,12 @@ class LayerwiseDefense(Defense):
     def detect(self, model: nn.Module, x: Images) -> Detection:
         self._check_fitted()
         raw = self.detector_.detect(model, as_images(x, "x"))
-        return Detection(raw.predicted, self.suspicion(raw), raw.flagged)
+        return Detection(raw.predicted, self.suspicion_of(raw), raw.flagged)
 
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         found = self.detect(model, images)
         return found.scores, found.flagged
 
-    def suspicion(self, detection: Detection) -> np.ndarray:
+    def suspicion_of(self, detection: Detection) -> np.ndarray:
         """Per-class normalised suspicion ``[N]`` of a raw :class:`Detection` of ``detector_``."""
         return self.detector_.suspicion(detection.scores, detection.predicted)

@@ -18,7 +18,7 @@ reference trajectories, scikit-learn ``StandardScaler``) and scored under scikit
 projections on the kept components (variances ``lambda_j``), ``r`` the residual and
 ``sigma^2`` the mean variance of the discarded directions (``PCA.noise_variance_``). This is
 the squared Mahalanobis distance under the PPCA covariance, i.e. ``-2 *
-PCA.score_samples`` up to a constant. Higher = more suspicious.
+PCA.score_samples`` up to a constant. Higher = more suspicious (``suspicion``).
 
 Threshold: the ``1 - contamination`` quantile (99th with the paper's 1 %) of the reference
 images' own scores (``np.quantile``, linear interpolation); flagged iff score > threshold.
