@@ -83,6 +83,18 @@ class Defense:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
 
+class StatelessDefense(Defense):
+    """A defense with nothing to learn (it transforms each input on its own): ``fit`` checks the settings only."""
+
+    _fitted_attribute = "fitted_"
+
+    def fit(self, model: nn.Module, reference: LabeledImages | None = None, train: LabeledImages | None = None):
+        """Nothing to learn; checks the settings and returns ``self``."""
+        self._check_settings()
+        self.fitted_ = True
+        return self
+
+
 # ---------------------------------------------------------------------- checks
 def as_images(x: Images, name: str = "x") -> torch.Tensor:
     """Images as a float32 tensor ``[N, C, H, W]`` in [0, 1]; anything else raises (:func:`analysis.validation.check_images`)."""

@@ -22,10 +22,10 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..devices import model_device
-from .base import Defense, check_int, check_number, evaluating
+from .base import StatelessDefense, check_int, check_number, evaluating
 
 
-class RandomizedSmoothing(Defense):
+class RandomizedSmoothing(StatelessDefense):
     """Flag inputs whose majority vote over Gaussian neighbours differs from the plain prediction.
 
     Parameters
@@ -54,12 +54,6 @@ class RandomizedSmoothing(Defense):
         check_number(self.std, "std", 0.0, np.inf, low_open=True, high_open=True)
         check_int(self.batch_size, "batch_size")
         check_int(self.seed, "seed", minimum=0)
-
-    def fit(self, model: nn.Module, reference=None, train=None) -> "RandomizedSmoothing":
-        """Nothing to learn; checks the settings and returns ``self``."""
-        self._check_settings()
-        self.fitted_ = True
-        return self
 
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         device = model_device(model)

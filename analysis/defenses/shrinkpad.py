@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..devices import model_device
-from .base import Defense, check_int, check_number, doubt, evaluating
+from .base import StatelessDefense, check_int, check_number, doubt, evaluating
 
 
 def shrink_pad(images: torch.Tensor, shrink: float, generator: torch.Generator) -> torch.Tensor:
@@ -34,7 +34,7 @@ def shrink_pad(images: torch.Tensor, shrink: float, generator: torch.Generator) 
     return out
 
 
-class ShrinkPad(Defense):
+class ShrinkPad(StatelessDefense):
     """Flag inputs whose prediction changes after shrinking and random zero-padding.
 
     Parameters
@@ -57,12 +57,6 @@ class ShrinkPad(Defense):
         check_number(self.shrink, "shrink", 0.0, 1.0, low_open=True, high_open=True)
         check_int(self.batch_size, "batch_size")
         check_int(self.seed, "seed", minimum=0)
-
-    def fit(self, model: nn.Module, reference=None, train=None) -> "ShrinkPad":
-        """Nothing to learn; checks the settings and returns ``self``."""
-        self._check_settings()
-        self.fitted_ = True
-        return self
 
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         device = model_device(model)
