@@ -4,6 +4,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from analysis.data import LabeledImages, digits_split_indices, load_cifar10, load_dataset, load_gtsrb, load_npz, read_cifar10_batch, stratified_fraction
 
@@ -39,6 +41,22 @@ def test_stratified_fraction_is_disjoint_and_per_class():
     assert len(np.intersect1d(chosen, rest)) == 0 and len(chosen) + len(rest) == 60
     with pytest.raises(ValueError, match="fraction"):
         stratified_fraction(labels, 1.5, seed=0)
+
+
+@given(st.lists(st.integers(0, 5), min_size=2, max_size=80), st.floats(0.05, 0.95), st.integers(0, 1000))
+def test_stratified_fraction_is_a_seeded_per_class_partition(labels, fraction, seed):
+    """For any labels: the two parts are disjoint, sorted and cover every index; each class gives
+    round(fraction * n) of its n members (at least 1, and at least 1 left when it has 2 or more) to the first part."""
+    labels = np.asarray(labels)
+    chosen, rest = stratified_fraction(labels, fraction, seed)
+    assert np.array_equal(np.sort(np.concatenate([chosen, rest])), np.arange(len(labels)))
+    assert np.array_equal(chosen, np.sort(chosen)) and np.array_equal(rest, np.sort(rest))
+    for label in np.unique(labels):
+        n = int((labels == label).sum())
+        expected = min(max(1, round(fraction * n)), n - 1) if n > 1 else 1
+        assert int((labels[chosen] == label).sum()) == expected
+    again, _ = stratified_fraction(labels, fraction, seed)
+    assert np.array_equal(again, chosen)
 
 
 def _fake_npz(path, n_train=40, n_test=60, classes=3):
