@@ -111,3 +111,5 @@ class AdaptiveBadNets(BadNets):
                 progress=context.progress,
                 loss_hook=lambda _model, _x, y, logits, idx: adaptive_loss(outputs, logits, y, idx),
             )
+
+__all__ = ["AdaptiveBadNets"]

@@ -62,3 +62,5 @@ class BadNets(Attack):
         row, col = self._corner(x.shape[2], x.shape[3])
         out[:, :, row : row + self.size, col : col + self.size] = self.value
         return out
+
+__all__ = ["BadNets"]

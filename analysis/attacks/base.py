@@ -165,3 +165,5 @@ class Attack(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({args})"
+
+__all__ = ["Attack", "AttackContext", "PoisonedTrainingSet"]

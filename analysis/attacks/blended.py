@@ -69,3 +69,5 @@ class Blended(Attack):
             if float(pattern.min()) < 0.0 or float(pattern.max()) > 1.0:
                 raise ValueError("tensors['pattern']: expected values in [0, 1]")
             self.pattern = pattern.cpu()
+
+__all__ = ["Blended"]

@@ -232,3 +232,5 @@ class ISSBA(Attack):
         self.encoder, self.decoder = encoder.eval(), decoder.eval()
         self.secret = secret.clone()
         self.image_size = tuple(int(v) for v in tensors["image_size"].tolist())
+
+__all__ = ["ISSBA"]

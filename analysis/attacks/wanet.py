@@ -139,3 +139,5 @@ class WaNet(Attack):
                 raise ValueError(
                     f"tensors['control_grid']: expected shape (1, 2, {self.k}, {self.k}), got {tuple(grid.shape)}")
             self.control_grid = grid
+
+__all__ = ["WaNet", "WaNetTrainingSet", "identity_grid"]

@@ -175,3 +175,7 @@ def features_of(
             chunks.append(torch.cat([outputs[name] for name in layers], 1).double().cpu().numpy())
             predicted.append(logits.argmax(1).cpu().numpy())
     return np.concatenate(chunks), np.concatenate(predicted)
+
+__all__ = [
+    "Defense", "StatelessDefense", "as_images", "check_labeled", "check_layers", "doubt", "entropy", "evaluating", "features_of", "softmax64",
+]

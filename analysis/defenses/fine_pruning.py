@@ -169,3 +169,5 @@ class FinePruning(Defense):
                 scores.append(doubt(logits, plain))
                 flagged.append((logits.argmax(1) != plain).numpy())
         return np.concatenate(scores), np.concatenate(flagged)
+
+__all__ = ["FinePruning", "default_layer"]

@@ -172,3 +172,5 @@ class IBDPSC(Defense):
         mean_doubt = doubt_sum / len(self.amplified_counts_)  # = 1 - PSC
         scores = -np.log(np.maximum(mean_doubt, np.finfo(np.float64).tiny))
         return scores, mean_doubt < 1.0 - self.threshold
+
+__all__ = ["IBDPSC", "amplified_copy", "batchnorm_layers"]

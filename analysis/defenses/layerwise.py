@@ -66,3 +66,5 @@ class LayerwiseDefense(Defense):
     def suspicion_of(self, detection: Detection) -> np.ndarray:
         """Per-class normalised suspicion ``[N]`` of a raw :class:`Detection` of ``detector_``."""
         return self.detector_.suspicion(detection.scores, detection.predicted)
+
+__all__ = ["LayerwiseDefense"]

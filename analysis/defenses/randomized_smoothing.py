@@ -76,3 +76,5 @@ class RandomizedSmoothing(StatelessDefense):
                 scores[start : start + len(block)] = (votes != plain[:, None]).double().mean(1).numpy()
                 flagged[start : start + len(block)] = (smoothed != plain).numpy()
         return scores, flagged
+
+__all__ = ["RandomizedSmoothing"]

@@ -159,3 +159,5 @@ class ScaleUp(Defense):
         else:
             scores = spc
         return scores, scores > self.threshold
+
+__all__ = ["MODES", "ScaleUp", "scaled_prediction_consistency"]

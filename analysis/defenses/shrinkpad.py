@@ -70,3 +70,5 @@ class ShrinkPad(StatelessDefense):
                 scores.append(doubt(logits, plain))
                 flagged.append((logits.argmax(1) != plain).cpu().numpy())
         return np.concatenate(scores), np.concatenate(flagged)
+
+__all__ = ["ShrinkPad", "shrink_pad"]

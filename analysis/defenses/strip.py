@@ -105,3 +105,5 @@ class STRIP(Defense):
                              f"of shape {tuple(self.pool_.shape[1:])}")
         mean_entropy = self._mean_entropy(model, images)
         return -mean_entropy, mean_entropy < self.threshold_
+
+__all__ = ["STRIP"]

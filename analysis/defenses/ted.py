@@ -221,3 +221,5 @@ class TED(Defense):
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         scores = self._outlier_scores(self._trajectories(model, images))
         return scores, scores > self.threshold_
+
+__all__ = ["MIN_VARIANCE", "TED", "nearest_same_class_rank"]
