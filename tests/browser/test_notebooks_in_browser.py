@@ -31,8 +31,8 @@ from .pages import APP, move_control, wait_for_figure
 #: describes the model, not the control: e.g. the class whose curves are drawn). The last control is moved
 #: back after the reload, so it is one whose move has no side effect on other controls (a slider or toggle).
 MOVES = {
-    "00_tour.ipynb": [("attack", True), ("τ", True)],
-    "01_layerwise_cosine.ipynb": [("attack", True), ("class", False), ("layer", False), ("τ", True)],
+    "00_tour.ipynb": [("architecture", True), ("attack", True), ("τ", True)],
+    "01_layerwise_cosine.ipynb": [("architecture", True), ("attack", True), ("class", False), ("layer", False), ("τ", True)],
     "02_pca.ipynb": [("attack", True), ("PCA fitted on", True), ("layer", True)],
     "03_attacks.ipynb": [("attack", True), ("image", True), ("difference ×", False)],
     "04_threshold.ipynb": [("metric", True), ("τ", True)],
