@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
-import numpy as np
-
 from .checkpoints import DEFAULT_DIR
 
 __all__ = ["build_parser", "main"]

@@ -112,4 +112,5 @@ class AdaptiveBadNets(BadNets):
                 loss_hook=lambda _model, _x, y, logits, idx: adaptive_loss(outputs, logits, y, idx),
             )
 
+
 __all__ = ["AdaptiveBadNets"]

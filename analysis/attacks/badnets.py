@@ -63,4 +63,5 @@ class BadNets(Attack):
         out[:, :, row : row + self.size, col : col + self.size] = self.value
         return out
 
+
 __all__ = ["BadNets"]

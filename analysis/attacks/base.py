@@ -166,4 +166,5 @@ class Attack(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({args})"
 
+
 __all__ = ["Attack", "AttackContext", "PoisonedTrainingSet"]

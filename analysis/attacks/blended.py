@@ -70,4 +70,5 @@ class Blended(Attack):
                 raise ValueError("tensors['pattern']: expected values in [0, 1]")
             self.pattern = pattern.cpu()
 
+
 __all__ = ["Blended"]

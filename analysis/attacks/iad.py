@@ -330,4 +330,5 @@ class IAD(Attack):
         load_module_tensors("pattern", pattern_net, tensors, "IAD")
         self.mask_net, self.pattern_net, self.pattern_trained = mask_net.eval(), pattern_net.eval(), True
 
+
 __all__ = ["EPSILON", "IAD", "diversity_loss", "sharpen"]

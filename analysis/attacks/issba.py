@@ -233,4 +233,5 @@ class ISSBA(Attack):
         self.secret = secret.clone()
         self.image_size = tuple(int(v) for v in tensors["image_size"].tolist())
 
+
 __all__ = ["ISSBA"]

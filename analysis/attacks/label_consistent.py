@@ -262,4 +262,5 @@ class LabelConsistent(Attack):
         x[torch.as_tensor(indices)] = self.apply_trigger(self.perturbed)
         return PoisonedTrainingSet(LabeledImages(x, train.y.clone()), indices, train.y.numpy()[indices])
 
+
 __all__ = ["LabelConsistent", "SURROGATES", "adversarial_training_loss", "pgd_away_from_label"]

@@ -140,4 +140,5 @@ class WaNet(Attack):
                     f"tensors['control_grid']: expected shape (1, 2, {self.k}, {self.k}), got {tuple(grid.shape)}")
             self.control_grid = grid
 
+
 __all__ = ["WaNet", "WaNetTrainingSet", "identity_grid"]

@@ -146,4 +146,5 @@ def _safe_std(features: np.ndarray) -> np.ndarray:
     std = features.std(0)
     return np.where(std > 0, std, 1.0)
 
+
 __all__ = ["ActivationClustering"]

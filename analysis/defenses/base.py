@@ -176,6 +176,7 @@ def features_of(
             predicted.append(logits.argmax(1).cpu().numpy())
     return np.concatenate(chunks), np.concatenate(predicted)
 
+
 __all__ = [
     "Defense", "StatelessDefense", "as_images", "check_labeled", "check_layers", "doubt", "entropy", "evaluating", "features_of", "softmax64",
 ]

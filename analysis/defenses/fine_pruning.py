@@ -170,4 +170,5 @@ class FinePruning(Defense):
                 flagged.append((logits.argmax(1) != plain).numpy())
         return np.concatenate(scores), np.concatenate(flagged)
 
+
 __all__ = ["FinePruning", "default_layer"]

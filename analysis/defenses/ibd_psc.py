@@ -173,4 +173,5 @@ class IBDPSC(Defense):
         scores = -np.log(np.maximum(mean_doubt, np.finfo(np.float64).tiny))
         return scores, mean_doubt < 1.0 - self.threshold
 
+
 __all__ = ["IBDPSC", "amplified_copy", "batchnorm_layers"]

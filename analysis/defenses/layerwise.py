@@ -67,4 +67,5 @@ class LayerwiseDefense(Defense):
         """Per-class normalised suspicion ``[N]`` of a raw :class:`Detection` of ``detector_``."""
         return self.detector_.suspicion(detection.scores, detection.predicted)
 
+
 __all__ = ["LayerwiseDefense"]

@@ -77,4 +77,5 @@ class RandomizedSmoothing(StatelessDefense):
                 flagged[start : start + len(block)] = (smoothed != plain).numpy()
         return scores, flagged
 
+
 __all__ = ["RandomizedSmoothing"]

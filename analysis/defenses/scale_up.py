@@ -160,4 +160,5 @@ class ScaleUp(Defense):
             scores = spc
         return scores, scores > self.threshold
 
+
 __all__ = ["MODES", "ScaleUp", "scaled_prediction_consistency"]

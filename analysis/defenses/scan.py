@@ -240,4 +240,5 @@ class SCAn(Defense):
             scores[rows] = np.where(in_candidate, class_score, min(class_score, 0.0) - 1.0)
         return scores, scores > self.threshold
 
+
 __all__ = ["MAD_TO_STD", "SCAn", "em_decomposition", "robust_scores", "untangle"]

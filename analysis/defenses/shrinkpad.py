@@ -71,4 +71,5 @@ class ShrinkPad(StatelessDefense):
                 flagged.append((logits.argmax(1) != plain).cpu().numpy())
         return np.concatenate(scores), np.concatenate(flagged)
 
+
 __all__ = ["ShrinkPad", "shrink_pad"]

@@ -106,4 +106,5 @@ class STRIP(Defense):
         mean_entropy = self._mean_entropy(model, images)
         return -mean_entropy, mean_entropy < self.threshold_
 
+
 __all__ = ["STRIP"]

@@ -222,4 +222,5 @@ class TED(Defense):
         scores = self._outlier_scores(self._trajectories(model, images))
         return scores, scores > self.threshold_
 
+
 __all__ = ["MIN_VARIANCE", "TED", "nearest_same_class_rank"]
