@@ -174,7 +174,7 @@ class DefenseApp(App):
                           "defense": dropdown(options, defense, "detector", "230px"),
                           "heat": widgets.ToggleButtons(options=list(HEAT_METRICS), value=heat,
                                                         description="committed",
-                                                        style={"button_width": "80px"})})
+                                                        style={"button_width": "100px"})})
 
     # ------------------------------------------------------------------ computation
     def results(self, arch: str, attack: str) -> dict:
