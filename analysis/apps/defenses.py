@@ -500,7 +500,7 @@ class RuntimeApp(App):
         fig.add_trace(go.Bar(x=labels, y=table.fit_s, name="fit", marker_color="#aec7e8"), 1, 1)
         fig.add_trace(go.Bar(x=labels, y=table.detect_s, name="detection", marker_color=LOI_COLOR), 1, 1)
         fig.add_trace(go.Bar(x=labels, y=table.total_vs_layerwise, name="ratio (live)", marker_color="#ff7f0e",
-                             text=[f"{v:.2f}" for v in table.total_vs_layerwise], textposition="outside"), 1, 2)
+                             text=[f"{v:.2f}" for v in table.total_vs_layerwise], textposition="inside", insidetextanchor="middle"), 1, 2)
         if self.committed is not None:
             part = self.committed[self.committed.arch == arch].set_index("detector").reindex(table.index).dropna(
                 subset=["total_vs_layerwise"])

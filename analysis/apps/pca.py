@@ -92,7 +92,7 @@ class PCAApp(App):
                           "fit": widgets.ToggleButtons(options=[("reference (all classes)", "reference"),
                                                                 ("inputs shown", "inputs")],
                                                        value=fit, description="PCA fitted on",
-                                                       style={"description_width": "initial"})})
+                                                       style={"description_width": "initial", "button_width": "180px"})})
 
     @staticmethod
     def loi(explorer: LayerwiseExplorer) -> int:
