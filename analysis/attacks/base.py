@@ -113,7 +113,7 @@ class Attack(ABC):
         """
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-            raise ValueError(f"x: expected a tensor of shape [B, C, H, W], got {shape}")
+            raise ValueError(f"x: expected images of shape [N, C, H, W], got {shape}")
         check_images(x, "x", allow_empty=True)
         self.check_image_size(x.shape[2], x.shape[3])
         return self._stamp(x.float()).clamp(0.0, 1.0)
