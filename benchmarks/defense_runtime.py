@@ -11,11 +11,10 @@ layer-wise detector's, measured in the same run (:func:`analysis.experiments.det
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 
-from _report import publish  # benchmarks/_report.py: a script's own folder is on sys.path
+from _report import load_average, publish  # benchmarks/_report.py: a script's own folder is on sys.path
 from analysis.data import load_digits
 from analysis.experiments import detector_runtime
 from analysis.pipeline import attacked_model
@@ -35,7 +34,7 @@ def main() -> None:
     run = attacked_model("digits", args.arch, "badnets", data=data, progress=False)
     inputs = torch.cat([data.test.x, run.poisoned_test.x])
     table = detector_runtime(run.model.eval(), data.reference, inputs, repeats=args.repeats)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     text = "\n".join([
         f"digits + {args.arch}, BadNets model; fit on {len(data.reference)} reference images, detection on "
         f"{len(data.test)} benign + {len(run.poisoned_test)} poisoned images in one call; CPU, "

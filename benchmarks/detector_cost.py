@@ -17,7 +17,6 @@ once on 100 benign + 100 triggered evaluation inputs (the protocol of Tables 1/2
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -25,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from _report import publish  # benchmarks/_report.py: a script's own folder is on sys.path
+from _report import load_average, publish  # benchmarks/_report.py: a script's own folder is on sys.path
 from analysis.comparison import _cap, available_defenses, build_detector
 from analysis.data import load_digits
 from analysis.features import predict_classes
@@ -95,7 +94,7 @@ def main() -> None:
         study = Study(data, archs=(arch,), max_eval=args.max_eval, defense_samples=args.defense_samples,
                       progress=False)
         sections += [f"## {arch} + BadNets", "", markdown_table(cost_rows(study, arch, args.repeats), digits=2), ""]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     text = "\n".join([
         "# Cost per input of every detector (digits zoo)",
         "",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from _report import publish  # benchmarks/_report.py: a script's own folder is on sys.path
+from _report import load_average, publish  # benchmarks/_report.py: a script's own folder is on sys.path
 from analysis.comparison import DETECTION_COLUMNS, available_defenses
 from analysis.experiments import tables12_detection
 from analysis.study import Study, default_attacks
@@ -118,7 +117,7 @@ def main() -> None:
             f"{recent_auroc['ted']:.1f}: {'ahead of all three' if ahead else 'NOT ahead of all three'}.", "",
         ]
     total = time.perf_counter() - started
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     subset = f" --train-subset {args.train_subset}" if args.train_subset else ""
     epochs = f" --epochs {args.epochs}" if args.epochs else ""
     command = (f"PYTHONPATH=. python benchmarks/recent_detectors.py {args.dataset}{' ' + args.path if args.path else ''} "

@@ -32,6 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _report import publish  # noqa: E402  (benchmarks/_report.py: a script's own folder is on sys.path)
+
 from analysis.detection import LayerwiseDetector  # noqa: E402
 from analysis.explore import LayerwiseExplorer  # noqa: E402
 from analysis.metrics import auroc  # noqa: E402
@@ -130,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "| AUROC % | " + " | ".join(f"{100 * v:.0f}" for v in per_layer.mean(0)) + " |",
     ]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    publish(text.rstrip("\n"), args.out)
     return 0
 
 

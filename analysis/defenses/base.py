@@ -86,8 +86,6 @@ class Defense:
 class StatelessDefense(Defense):
     """A defense with nothing to learn (it transforms each input on its own): ``fit`` checks the settings only."""
 
-    _fitted_attribute = "fitted_"
-
     def fit(self, model: nn.Module, reference: LabeledImages | None = None, train: LabeledImages | None = None):
         """Nothing to learn; checks the settings and returns ``self``."""
         self._check_settings()

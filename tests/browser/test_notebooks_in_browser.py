@@ -73,8 +73,8 @@ ALLOWED_CONSOLE = {
         "within a hard-coded 2 s (AbortSignal.timeout(2000) in its runtime); plotly's FigureWidget ships a 5 MB "
         "bundle whose parse alone can take longer while the kernel runs the notebook on a loaded 2-core machine. "
         "The widget still initialises and follows the controls: every test asserts that after the message, and "
-        "under a CPU hog (3 busy processes on 2 cores) the message appears every time and the Voila test's "
-        "moves pass."),
+        "under a CPU hog (python tools/busy_cpu.py 3 200, on 2 cores) the message appeared every time and the "
+        "Voila test's moves passed."),
 }
 RUN_ALL_TIMEOUT = 240.0  # notebook 06 runs all in 65 s alone on 2 cores, 95 s in a loaded CI run, over 150 s beside a 2-thread job
 MOVE_TIMEOUT = 120.0
