@@ -66,6 +66,16 @@ def test_the_registry_builds_every_attack_by_name_and_refuses_others():
         build_attack("trojan")
 
 
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_settings_after_the_target_are_keyword_only(name):
+    """As in scikit-learn: ``BadNets(2, rate=0.1)``, never ``BadNets(2, 0.1)``, so a setting cannot land in another's slot."""
+    import inspect
+
+    kinds = [p.kind for p in inspect.signature(type(build_attack(name))).parameters.values()]
+    assert kinds[0] == inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert all(kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD) for kind in kinds[1:])
+
+
 def test_trigger_is_a_new_batch_of_the_same_shape_in_the_unit_range(ready, digits):
     _, attack = ready
     x = digits.test.x[:8]

@@ -107,6 +107,8 @@ def test_randomized_smoothing_flags_a_prediction_that_flips_near_the_input():
     assert defense.predict(model, x).tolist() == [True, False]
     scores = defense.suspicion(model, x)  # share of neighbours disagreeing with the plain prediction
     assert scores[0] > 0.8 and scores[1] == 0.0
+    # decision = (votes for the plain class - votes for the other) / n: with two classes, 1 - 2 * share
+    np.testing.assert_allclose(defense.decision_function(model, x), 1.0 - 2.0 * scores)
 
 
 def test_randomized_smoothing_is_seeded():

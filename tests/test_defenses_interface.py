@@ -17,6 +17,15 @@ FAST = {  # small budgets so every defense runs in well under a second here
     "scale-up": {}, "ibd-psc": {}, "ted": {"n_components": 2},
 }
 
+THRESHOLD_OF = {  # the defenses that threshold their suspicion score, and where each keeps its threshold
+    "scale-up": lambda d: d.threshold, "scan": lambda d: d.threshold, "ted": lambda d: d.threshold_,
+    "strip": lambda d: -d.threshold_,  # suspicion = -entropy, flagged when the entropy is below threshold_
+    "ac": lambda d: 1.0 - d.size_threshold, "layerwise": lambda d: 2.5,
+}
+# RS, ShrinkPad and Fine-Pruning flag a changed prediction (their decision is a class margin, tested below);
+# IBD-PSC thresholds 1 - PSC while its suspicion is -log(1 - PSC), so its decision is a monotone map of the
+# suspicion, not a shift (checked in the contract test).
+
 
 @pytest.fixture(scope="module")
 def setup():
@@ -62,10 +71,27 @@ def test_every_detector_has_the_same_shape(setup, name):
     assert flagged.dtype == bool and flagged.shape == (N,)
     assert scores.dtype == np.float64 and scores.shape == (N,)
     np.testing.assert_array_equal(defense.score_samples(model, x), -scores)  # scikit-learn: higher = more normal
+    decision = defense.decision_function(model, x)  # scikit-learn's sign: negative exactly where flagged
+    assert decision.dtype == np.float64 and decision.shape == (N,)
+    np.testing.assert_array_equal(decision < 0, flagged)
+    if name in THRESHOLD_OF:  # a thresholded score: the decision is the threshold minus the suspicion
+        np.testing.assert_allclose(decision, THRESHOLD_OF[name](defense) - scores)
+    if name == "ibd-psc":  # flagged when PSC > threshold, scored -log(1 - PSC): decision = (1 - PSC) - (1 - threshold)
+        np.testing.assert_allclose(decision, np.exp(-scores) - (1.0 - defense.threshold))
     found = defense.detect(model, LabeledImages(x, torch.zeros(N, dtype=torch.long)))
     np.testing.assert_array_equal(found.flagged, flagged)
     assert found.predicted.shape == (N,)
     assert all(k.endswith("_") for k in vars(defense) if k not in defense.get_params())
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_settings_after_the_first_are_keyword_only(name):
+    """As in scikit-learn: ``STRIP(50, alpha=0.4)``, never ``STRIP(50, 0.4)``, so a setting cannot land in another's slot."""
+    import inspect
+
+    kinds = [p.kind for p in inspect.signature(type(build_defense(name))).parameters.values()]
+    assert kinds[0] == inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert all(kind == inspect.Parameter.KEYWORD_ONLY for kind in kinds[1:])
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))
@@ -144,3 +170,19 @@ def test_detector_score_samples_is_higher_for_more_normal_inputs(setup, settings
     sign = 1.0 if settings == {} else -1.0  # summed cosine similarity: higher = more normal; distances: lower
     np.testing.assert_allclose(detector.score_samples(model, x), sign * (found.scores - mu) / sigma)
     np.testing.assert_allclose(detector.decision_function(model, x), detector.score_samples(model, x) + 2.5)
+
+
+def test_class_margin_and_the_ties_that_argmax_settles():
+    """The decision of a defense that flags a changed prediction: how far the plain class leads its best rival."""
+    from analysis.defenses.base import class_margin, signed_margin
+
+    logits = torch.tensor([[3.0, 1.0, 2.0], [1.0, 3.0, 3.0], [1.0, 3.0, 3.0], [0.0, 5.0, 1.0]])
+    plain = torch.tensor([0, 1, 2, 0])
+    margin = class_margin(logits, plain)
+    np.testing.assert_array_equal(margin, [1.0, 0.0, 0.0, -5.0])  # 3-2, 3-3, 3-3, 0-5
+    changed = (logits.argmax(1) != plain).numpy()  # argmax takes the first of tied classes: row 2 loses its tie
+    assert changed.tolist() == [False, False, True, True]
+    decision = signed_margin(margin, changed)
+    np.testing.assert_array_equal(decision < 0, changed)
+    assert decision[1] == 0.0 and decision[2] == np.nextafter(0.0, -1.0)  # only the lost tie moves
+    np.testing.assert_array_equal(signed_margin(np.array([np.nan, np.nan]), np.array([True, False])) < 0, [True, False])

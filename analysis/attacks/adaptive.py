@@ -43,6 +43,7 @@ class AdaptiveBadNets(BadNets):
     def __init__(
         self,
         target: int = 1,
+        *,
         rate: float = 0.05,
         beta: float = 0.5,
         layers: Sequence[str] | None = None,

@@ -21,6 +21,7 @@ class BadNets(Attack):
     def __init__(
         self,
         target: int = 1,
+        *,
         rate: float = 0.05,
         size: int = 2,
         position: tuple[int, int] | None = None,

@@ -23,6 +23,7 @@ class Blended(Attack):
     def __init__(
         self,
         target: int = 1,
+        *,
         rate: float = 0.05,
         ratio: float = 0.1,
         pattern_seed: int = 0,

@@ -78,6 +78,7 @@ class IAD(Attack):
     def __init__(
         self,
         target: int = 1,
+        *,
         rate: float = 0.10,
         cross_rate: float = 0.10,
         mask_density: float = 0.032,

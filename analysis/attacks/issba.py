@@ -55,6 +55,7 @@ class ISSBA(Attack):
     def __init__(
         self,
         target: int = 1,
+        *,
         rate: float = 0.05,
         secret_bits: int = 32,
         width: int = 16,

@@ -113,6 +113,7 @@ class LabelConsistent(Attack):
     def __init__(
         self,
         target: int = 2,
+        *,
         rate: float = 0.05,
         eps: float = 16 / 255,
         pgd_step: float = 2 / 255,

@@ -58,6 +58,7 @@ class WaNet(Attack):
     def __init__(
         self,
         target: int = 0,
+        *,
         rate: float = 0.10,
         k: int = 4,
         strength: float = 0.5,

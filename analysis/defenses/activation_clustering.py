@@ -61,7 +61,7 @@ class ActivationClustering(Defense):
 
     _fitted_attribute = "mean_"
 
-    def __init__(self, layers: Sequence[str] | None = None, n_components: int = 10,
+    def __init__(self, layers: Sequence[str] | None = None, *, n_components: int = 10,
                  reduction: Literal["ica", "pca"] = "ica", size_threshold: float = 0.35,
                  criterion: Literal["size", "reference"] = "size", batch_size: int = 256,
                  seed: int = 0, progress: bool = False) -> None:
@@ -138,8 +138,8 @@ class ActivationClustering(Defense):
             share = np.bincount(labels, minlength=2) / len(rows)
             scores[rows] = 1.0 - share[labels]
         if self.criterion == "reference":
-            return scores, scores > 0.5
-        return scores, scores > 1.0 - self.size_threshold
+            return scores, 0.5 - scores
+        return scores, (1.0 - self.size_threshold) - scores
 
 
 def _safe_std(features: np.ndarray) -> np.ndarray:

@@ -4,9 +4,20 @@ Every defense is a scikit-learn style estimator of *inputs*: settings in the con
 only; ``fit(model, reference, train=None)`` returns ``self`` and stores what it learns in
 attributes ending with ``_``; ``predict(model, x)`` -> bool ``[N]`` (True = poisoned);
 ``suspicion(model, x)`` -> float ``[N]``, a suspicion score (higher = more suspicious), and
-scikit-learn's ``score_samples(model, x)`` = ``-suspicion`` (higher = more normal).
-Subclasses implement ``_detect(model, images) -> (scores, flagged)`` and name the
-attribute that marks them fitted in ``_fitted_attribute``.
+scikit-learn's ``score_samples(model, x)`` = ``-suspicion`` (higher = more normal);
+``decision_function(model, x)`` -> float ``[N]``, negative exactly where ``predict`` flags
+(scikit-learn's sign convention, 0 = the boundary, which is accepted).
+
+For a defense that thresholds its score, the decision is ``threshold - suspicion`` (or the
+same difference on the quantity it thresholds: STRIP's entropy, IBD-PSC's ``1 - PSC``). RS,
+ShrinkPad and Fine-Pruning flag an input when a prediction changes, which is not a
+threshold on their score, so their decision is the margin of the plain prediction in what
+decides the change (:func:`class_margin`: logits, or RS's votes), and ``score_samples`` is
+not ``decision_function`` plus a constant for them.
+
+Subclasses implement ``_detect(model, images) -> (suspicion, decision)`` (the flags are
+``decision < 0``; :func:`signed_margin` makes a margin agree with flags decided elsewhere)
+and name the attribute that marks them fitted in ``_fitted_attribute``.
 """
 from __future__ import annotations
 
@@ -36,13 +47,15 @@ class Defense:
         raise NotImplementedError
 
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``(suspicion [N], decision [N])``: higher suspicion = more suspicious; decision < 0 exactly where flagged."""
         raise NotImplementedError
 
     def _check_fitted(self) -> None:
         if not hasattr(self, self._fitted_attribute):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(model, reference) first")
 
-    def _run(self, model: nn.Module, x: Images) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, model: nn.Module, x: Images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(suspicion, decision, flagged)``, each ``[N]``; ``flagged = decision < 0``."""
         self._check_fitted()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -51,15 +64,16 @@ class Defense:
                              f"{model_dtype(model)} parameters; pass a float32 model "
                              f"(model.float() converts it in place; copy.deepcopy(model).float() leaves it as it is)")
         self._check_settings()
-        scores, flagged = self._detect(model, as_images(x, "x"))
-        return np.asarray(scores, dtype=np.float64), np.asarray(flagged, dtype=bool)
+        scores, decision = self._detect(model, as_images(x, "x"))
+        decision = np.asarray(decision, dtype=np.float64)
+        return np.asarray(scores, dtype=np.float64), decision, decision < 0
 
     def _check_settings(self) -> None:
         """Raise a ValueError naming the first bad setting (subclasses override)."""
 
     def predict(self, model: nn.Module, x: Images) -> np.ndarray:
-        """bool ``[N]``: True = flagged as poisoned."""
-        return self._run(model, x)[1]
+        """bool ``[N]``: True = flagged as poisoned (``decision_function(model, x) < 0``)."""
+        return self._run(model, x)[2]
 
     def suspicion(self, model: nn.Module, x: Images) -> np.ndarray:
         """float ``[N]``: suspicion score, higher = more suspicious (the score behind AUROC and ROC curves)."""
@@ -69,9 +83,17 @@ class Defense:
         """float ``[N]``: scikit-learn's direction, higher = more normal: ``-suspicion(model, x)``."""
         return -self.suspicion(model, x)
 
+    def decision_function(self, model: nn.Module, x: Images) -> np.ndarray:
+        """float64 ``[N]``: scikit-learn's sign convention, negative exactly where :meth:`predict` flags.
+
+        ``threshold - suspicion`` for a defense that thresholds its score; the plain prediction's
+        margin for those that flag a changed prediction (see the module docstring).
+        """
+        return self._run(model, x)[1]
+
     def detect(self, model: nn.Module, x: Images) -> Detection:
         """The model's predicted class, the suspicion score and the flag of every input, from one pass of the defense."""
-        scores, flagged = self._run(model, x)
+        scores, _, flagged = self._run(model, x)
         return Detection(predict_classes(model, as_images(x, "x")), scores, flagged)
 
     def get_params(self) -> dict[str, Any]:
@@ -161,6 +183,33 @@ def doubt(logits: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
     return torch.sigmoid(torch.logsumexp(margins, 1)).numpy()
 
 
+def class_margin(values: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
+    """``values[i, c] - max_{j != c} values[i, j]`` with ``c = classes[i]``, float64 ``[B]`` (``values`` ``[B, K]``).
+
+    Non-negative where ``c`` holds the largest value (``argmax`` may still pick an earlier class on
+    an exact tie: :func:`signed_margin` settles that), negative where another class beats it: the
+    decision value of a defense that flags a changed prediction. ``+inf`` when ``K = 1``.
+    """
+    values = values.detach().double().cpu()
+    index = classes.detach().cpu().long()[:, None]
+    own = values.gather(1, index)[:, 0]
+    rivals = values.scatter(1, index, float("-inf")).max(1).values
+    return (own - rivals).numpy()
+
+
+def signed_margin(margin: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+    """``margin`` float64 ``[N]`` with its sign made to agree with ``flagged`` ``[N]``: negative exactly where flagged.
+
+    Only boundary cases move: a flagged input whose margin is 0 (a tie lost to an earlier class),
+    slightly positive (rounding, where the flag came from a comparison on another scale) or NaN gets
+    the negative float nearest 0; an accepted one whose margin is slightly negative or NaN gets 0.
+    """
+    margin = np.asarray(margin, dtype=np.float64)
+    flagged = np.asarray(flagged, dtype=bool)
+    below = np.nextafter(0.0, -1.0)
+    return np.where(flagged, np.fmin(margin, below), np.fmax(margin, 0.0))
+
+
 def features_of(
     model: nn.Module, images: torch.Tensor, layers: Sequence[str], batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -176,5 +225,6 @@ def features_of(
 
 
 __all__ = [
-    "Defense", "StatelessDefense", "as_images", "check_labeled", "check_layers", "doubt", "entropy", "evaluating", "features_of", "softmax64",
+    "Defense", "StatelessDefense", "as_images", "check_labeled", "check_layers", "class_margin", "doubt", "entropy",
+    "evaluating", "features_of", "signed_margin", "softmax64",
 ]

@@ -35,7 +35,7 @@ from ..data import LabeledImages
 from ..devices import model_device
 from ..features import resolve_layers
 from ..training import TrainConfig, train as train_model
-from .base import Defense, as_images, check_int, check_labeled, check_number, doubt, evaluating
+from .base import Defense, as_images, check_int, check_labeled, check_number, class_margin, doubt, evaluating, signed_margin
 
 
 def default_layer(model: nn.Module) -> str:
@@ -73,7 +73,7 @@ class FinePruning(Defense):
 
     _fitted_attribute = "repaired_model_"
 
-    def __init__(self, prune_ratio: float = 0.95, finetune_fraction: float = 0.05, finetune: TrainConfig | None = None,
+    def __init__(self, prune_ratio: float = 0.95, *, finetune_fraction: float = 0.05, finetune: TrainConfig | None = None,
                  layer: str | None = None, batch_size: int = 256, seed: int = 0, progress: bool = False) -> None:
         self.prune_ratio = prune_ratio
         self.finetune_fraction = finetune_fraction
@@ -160,15 +160,15 @@ class FinePruning(Defense):
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         device = model_device(model)
         repaired_device = model_device(self.repaired_model_)
-        scores, flagged = [], []
+        scores, decision = [], []
         with evaluating(model), evaluating(self.repaired_model_):
             for start in range(0, len(images), self.batch_size):
                 block = images[start : start + self.batch_size]
                 plain = model(block.to(device)).argmax(1).cpu()
                 logits = self.repaired_model_(block.to(repaired_device)).cpu()
                 scores.append(doubt(logits, plain))
-                flagged.append((logits.argmax(1) != plain).numpy())
-        return np.concatenate(scores), np.concatenate(flagged)
+                decision.append(signed_margin(class_margin(logits, plain), (logits.argmax(1) != plain).numpy()))
+        return np.concatenate(scores), np.concatenate(decision)
 
 
 __all__ = ["FinePruning", "default_layer"]

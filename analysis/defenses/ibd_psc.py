@@ -104,7 +104,7 @@ class IBDPSC(Defense):
 
     _fitted_attribute = "amplified_counts_"
 
-    def __init__(self, scale: float = 1.5, n_models: int = 5, error_bound: float = 0.6, threshold: float = 0.9,
+    def __init__(self, scale: float = 1.5, *, n_models: int = 5, error_bound: float = 0.6, threshold: float = 0.9,
                  batch_size: int = 256, progress: bool = False) -> None:
         self.scale = scale
         self.n_models = n_models
@@ -171,7 +171,7 @@ class IBDPSC(Defense):
                 del amplified
         mean_doubt = doubt_sum / len(self.amplified_counts_)  # = 1 - PSC
         scores = -np.log(np.maximum(mean_doubt, np.finfo(np.float64).tiny))
-        return scores, mean_doubt < 1.0 - self.threshold
+        return scores, mean_doubt - (1.0 - self.threshold)  # flagged iff PSC > threshold
 
 
 __all__ = ["IBDPSC", "amplified_copy", "batchnorm_layers"]

@@ -9,6 +9,8 @@ Score: the detector's summed similarity turned into a suspicion, normalised per 
 class as :mod:`analysis.evaluation` does: ``(mu_t - s) / sigma_t`` for cosine
 similarity, ``(s - mu_t) / sigma_t`` for Euclidean distance (so an input is flagged iff
 its score exceeds ``tau``, or ``calibrated_tau_`` with ``target_fpr``). Inputs of classes without reference samples score NaN.
+Decision: ``tau - suspicion`` (the detector's ``decision_function``), with its sign made to agree with the
+paper's flags where rounding or a class without reference samples would make it disagree.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import torch.nn as nn
 
 from ..data import LabeledImages
 from ..detection import Detection, LayerwiseDetector
-from .base import Defense, Images, as_images, check_labeled
+from .base import Defense, Images, as_images, check_labeled, signed_margin
 
 
 class LayerwiseDefense(Defense):
@@ -61,7 +63,10 @@ class LayerwiseDefense(Defense):
 
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         found = self.detect(model, images)
-        return found.scores, found.flagged
+        # tau - suspicion (the detector's decision_function); the paper's comparison on the raw score decides the
+        # flags, so rounding at the boundary, and classes without reference samples, follow them
+        margin = self.detector_._tau(None) - found.scores
+        return found.scores, signed_margin(margin, found.flagged)
 
     def suspicion_of(self, detection: Detection) -> np.ndarray:
         """Per-class normalised suspicion ``[N]`` of a raw :class:`Detection` of ``detector_``."""

@@ -100,7 +100,7 @@ class ScaleUp(Defense):
     and ``reference_spc_`` (float64 ``[M]``, NaN for misclassified reference images).
     """
 
-    def __init__(self, scales: Sequence[float] = (3, 5, 7, 9, 11), threshold: float = 0.5,
+    def __init__(self, scales: Sequence[float] = (3, 5, 7, 9, 11), *, threshold: float = 0.5,
                  mode: Literal["data-free", "data-limited"] = "data-free", batch_size: int = 256,
                  progress: bool = False) -> None:
         self.scales = scales
@@ -158,7 +158,7 @@ class ScaleUp(Defense):
             scores = (spc - mean) / std
         else:
             scores = spc
-        return scores, scores > self.threshold
+        return scores, self.threshold - scores
 
 
 __all__ = ["MODES", "ScaleUp", "scaled_prediction_consistency"]

@@ -139,7 +139,7 @@ class SCAn(Defense):
 
     _fitted_attribute = "s_e_"
 
-    def __init__(self, layers: Sequence[str] | None = None, threshold: float = float(np.e),
+    def __init__(self, layers: Sequence[str] | None = None, *, threshold: float = float(np.e),
                  n_components: int | None = None, reg: float = 1e-3, statistic: Literal["mean", "sum"] = "mean",
                  max_iter: int = 100, batch_size: int = 256, progress: bool = False) -> None:
         self.layers = layers
@@ -198,7 +198,10 @@ class SCAn(Defense):
         return self.detect_features(features, predicted)
 
     def detect_features(self, features: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores [N], flagged [N])`` for test features ``[N, D]`` and their predicted classes ``[N]``."""
+        """``(scores [N], decision [N])`` for test features ``[N, D]`` and their predicted classes ``[N]``.
+
+        ``decision = threshold - scores``: negative exactly where an input is flagged.
+        """
         self._check_fitted()
         features = np.asarray(features, dtype=np.float64)
         predicted = np.asarray(predicted).astype(np.int64)
@@ -238,7 +241,7 @@ class SCAn(Defense):
             class_score = self.class_score_[t]
             in_candidate = subgroups[t] == candidate[t]
             scores[rows] = np.where(in_candidate, class_score, min(class_score, 0.0) - 1.0)
-        return scores, scores > self.threshold
+        return scores, self.threshold - scores
 
 
 __all__ = ["MAD_TO_STD", "SCAn", "em_decomposition", "robust_scores", "untangle"]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..devices import model_device
-from .base import StatelessDefense, check_int, check_number, doubt, evaluating
+from .base import StatelessDefense, check_int, check_number, class_margin, doubt, evaluating, signed_margin
 
 
 def shrink_pad(images: torch.Tensor, shrink: float, generator: torch.Generator) -> torch.Tensor:
@@ -47,7 +47,7 @@ class ShrinkPad(StatelessDefense):
     Learned attributes: ``fitted_`` (True; nothing is learned from the reference).
     """
 
-    def __init__(self, shrink: float = 0.1, batch_size: int = 256, seed: int = 0, progress: bool = False) -> None:
+    def __init__(self, shrink: float = 0.1, *, batch_size: int = 256, seed: int = 0, progress: bool = False) -> None:
         self.shrink = shrink
         self.batch_size = batch_size
         self.seed = seed
@@ -61,15 +61,16 @@ class ShrinkPad(StatelessDefense):
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         device = model_device(model)
         generator = torch.Generator().manual_seed(int(self.seed))
-        scores, flagged = [], []
+        scores, decision = [], []
         with evaluating(model):
             for start in tqdm(range(0, len(images), self.batch_size), desc="shrinkpad", disable=not self.progress):
                 block = images[start : start + self.batch_size]
                 plain = model(block.to(device)).argmax(1)
                 logits = model(shrink_pad(block, self.shrink, generator).to(device))
                 scores.append(doubt(logits, plain))
-                flagged.append((logits.argmax(1) != plain).cpu().numpy())
-        return np.concatenate(scores), np.concatenate(flagged)
+                changed = (logits.argmax(1) != plain).cpu().numpy()
+                decision.append(signed_margin(class_margin(logits, plain), changed))
+        return np.concatenate(scores), np.concatenate(decision)
 
 
 __all__ = ["ShrinkPad", "shrink_pad"]

@@ -47,7 +47,7 @@ class STRIP(Defense):
 
     _fitted_attribute = "threshold_"
 
-    def __init__(self, n_blends: int = 100, alpha: float = 0.5, percentile: float = 10.0, batch_size: int = 64,
+    def __init__(self, n_blends: int = 100, *, alpha: float = 0.5, percentile: float = 10.0, batch_size: int = 64,
                  seed: int = 0, progress: bool = False) -> None:
         self.n_blends = n_blends
         self.alpha = alpha
@@ -104,7 +104,7 @@ class STRIP(Defense):
             raise ValueError(f"x: images of shape {tuple(images.shape[1:])} cannot be blended with reference images "
                              f"of shape {tuple(self.pool_.shape[1:])}")
         mean_entropy = self._mean_entropy(model, images)
-        return -mean_entropy, mean_entropy < self.threshold_
+        return -mean_entropy, mean_entropy - self.threshold_
 
 
 __all__ = ["STRIP"]

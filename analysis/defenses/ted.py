@@ -121,7 +121,7 @@ class TED(Defense):
 
     _fitted_attribute = "threshold_"
 
-    def __init__(self, layers: Sequence[str] | None = None, metric: Literal["euclidean", "cosine"] = "euclidean",
+    def __init__(self, layers: Sequence[str] | None = None, *, metric: Literal["euclidean", "cosine"] = "euclidean",
                  n_components: int | Literal["mle"] = "mle", contamination: float = 0.01, batch_size: int = 256,
                  seed: int = 0, progress: bool = False) -> None:
         self.layers = layers
@@ -220,7 +220,7 @@ class TED(Defense):
 
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         scores = self._outlier_scores(self._trajectories(model, images))
-        return scores, scores > self.threshold_
+        return scores, self.threshold_ - scores
 
 
 __all__ = ["MIN_VARIANCE", "TED", "nearest_same_class_rank"]
