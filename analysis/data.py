@@ -119,6 +119,13 @@ def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> tuple
     """Split indices so that each class gives ``round(fraction * n_class)`` (at least 1) to the first part.
 
     Returns ``(chosen, rest)``, both sorted, disjoint and covering ``range(len(labels))``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> chosen, rest = stratified_fraction(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 0.5, seed=0)
+    >>> len(chosen), len(rest)  # 2 of class 0's four, 3 of class 1's six
+    (5, 5)
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction: expected a value in (0, 1), got {fraction}")

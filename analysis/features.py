@@ -68,6 +68,19 @@ def capture(
     (for losses on features). ``in_forward_order=True`` also raises when ``names`` are not listed in the
     order the modules finish in the forward pass (a layer-wise rule read over a reversed or shuffled list
     would move the LOI without a word). All hooks are removed on exit, whether or not the block raised.
+
+    Examples
+    --------
+    Layers are named by module path, as in ``model.named_modules()``:
+
+    >>> import torch, torch.nn as nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
+    >>> with capture(model, ["0", "1"]) as outputs:
+    ...     logits = model(torch.rand(5, 3, 32, 32))
+    >>> {name: tuple(out.shape) for name, out in outputs.items()}
+    {'0': (5, 3600), '1': (5, 3600)}
+    >>> len(model[0]._forward_hooks)  # nothing left behind
+    0
     """
     modules = resolve_layers(model, names)
     outputs: dict[str, torch.Tensor] = {}

@@ -27,7 +27,14 @@ def as_float64(values: np.ndarray | torch.Tensor, name: str = "features") -> tor
 
 
 def cosine_to(features: np.ndarray | torch.Tensor, center: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity ``[N]`` of each row to ``center`` (Definition 2); zero vectors give 0."""
+    """Cosine similarity ``[N]`` of each row to ``center`` (Definition 2); zero vectors give 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> cosine_to(torch.tensor([[1.0, 0.0], [1.0, 1.0], [-2.0, 0.0], [0.0, 0.0]]), torch.tensor([3.0, 0.0]))
+    tensor([ 1.0000,  0.7071, -1.0000,  0.0000], dtype=torch.float64)
+    """
     feats = as_float64(features)
     center = center.to(feats.device, torch.float64)  # feats: float64 on a device that has it
     dots = feats @ center

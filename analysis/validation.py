@@ -56,6 +56,16 @@ def check_images(
 
     ``image_shape`` ``(C, H, W)``: the shape the images must have (e.g. what a detector was fitted on).
     The tensor is returned as given (no copy) when it is already a floating tensor; arrays are converted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_images(np.zeros((2, 3, 32, 32))).shape
+    torch.Size([2, 3, 32, 32])
+    >>> check_images(np.zeros((2, 32, 32, 3), dtype=np.uint8), "images")
+    Traceback (most recent call last):
+    ...
+    ValueError: images: expected channels first [N, C, H, W], got shape (2, 32, 32, 3), which looks like channels last...
     """
     from .data import LabeledImages
 

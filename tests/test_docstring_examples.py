@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ("analysis.checkpoints", "analysis.detection", "analysis.metrics")
+MODULES = ("analysis.attacks.badnets", "analysis.checkpoints", "analysis.data", "analysis.defenses.base",
+           "analysis.detection", "analysis.features", "analysis.metrics", "analysis.similarity", "analysis.validation")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -14,6 +14,16 @@ class BadNets(Attack):
     Paper settings (Sec. 5.1, App. D.3): 2×2 white square, target 1, rate 5%. The
     default position is the bottom-right corner with a one-pixel margin, i.e. rows and
     columns ``H-3..H-2`` (29-30 on 32×32), so the patch survives a ±1 px shift.
+
+    Examples
+    --------
+    >>> import torch
+    >>> stamped = BadNets().apply_trigger(torch.zeros(1, 3, 32, 32))
+    >>> stamped[0, 0, 28:32, 28:32]
+    tensor([[0., 0., 0., 0.],
+            [0., 1., 1., 0.],
+            [0., 1., 1., 0.],
+            [0., 0., 0., 0.]])
     """
 
     name = "badnets"

@@ -189,6 +189,12 @@ def class_margin(values: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
     Non-negative where ``c`` holds the largest value (``argmax`` may still pick an earlier class on
     an exact tie: :func:`signed_margin` settles that), negative where another class beats it: the
     decision value of a defense that flags a changed prediction. ``+inf`` when ``K = 1``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> class_margin(torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]]), torch.tensor([0, 0]))
+    array([ 1., -5.])
     """
     values = values.detach().double().cpu()
     index = classes.detach().cpu().long()[:, None]
@@ -203,6 +209,15 @@ def signed_margin(margin: np.ndarray, flagged: np.ndarray) -> np.ndarray:
     Only boundary cases move: a flagged input whose margin is 0 (a tie lost to an earlier class),
     slightly positive (rounding, where the flag came from a comparison on another scale) or NaN gets
     the negative float nearest 0; an accepted one whose margin is slightly negative or NaN gets 0.
+
+    Examples
+    --------
+    A tie that ``argmax`` gave to an earlier class (flagged, margin 0) moves just below 0:
+
+    >>> import numpy as np
+    >>> decision = signed_margin(np.array([2.0, 0.0, 0.0, -1.0]), np.array([False, False, True, True]))
+    >>> decision < 0, bool(decision[2] == -np.nextafter(0.0, 1.0))
+    (array([False, False,  True,  True]), True)
     """
     margin = np.asarray(margin, dtype=np.float64)
     flagged = np.asarray(flagged, dtype=bool)
