@@ -32,7 +32,10 @@ def test_evaluation_inputs_are_the_tables12_draw(workbench, attack):
     model, reference, benign, poisoned = evaluation_inputs(workbench, "resnet18", attack, 1, 12)
     ref_expected, rest = workbench.study.redraw(1)
     expected = _cap(model.attack.poisoned_test_set(rest), 12, 2001)
-    assert torch.equal(poisoned.x, expected.x) and torch.equal(poisoned.y, expected.y)
+    # same images, same trigger; ISSBA's trigger is an encoder's output, computed here in other batches,
+    # so float sums may differ in the last bits (seen with one torch thread): equal up to 1e-5
+    torch.testing.assert_close(poisoned.x, expected.x, rtol=0.0, atol=1e-5)
+    assert torch.equal(poisoned.y, expected.y)
     assert torch.equal(benign.x, _cap(rest, 12, 1001).x) and torch.equal(reference.y, ref_expected.y)
 
 
