@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 
 def xdist_workers() -> int:
@@ -20,6 +21,12 @@ def xdist_workers() -> int:
 def pytest_configure(config):
     if "PYTEST_XDIST_WORKER" in os.environ and xdist_workers() > 1:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    """Two torch threads per test, or one per worker in a parallel run."""
+    torch.set_num_threads(1 if xdist_workers() > 1 else 2)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

@@ -88,9 +88,9 @@ def one_run(run, reference, benign, poisoned) -> tuple[dict[str, float], list[fl
     classes = explorer.classes
     z_benign = z_scores(trajectory, explorer.benign_similarity, explorer.benign_predicted, classes)
     z_poisoned = z_scores(trajectory, explorer.poisoned_similarity, explorer.poisoned_predicted, classes)
-    scores = {"paper rule (sum at LOI-2..LOI, standardised)":
-              auroc(paper.suspicion(explorer.benign_scores, explorer.benign_predicted),
-                    paper.suspicion(explorer.poisoned_scores, explorer.poisoned_predicted))}
+    paper_b = paper.suspicion(explorer.benign_scores, explorer.benign_predicted)
+    paper_p = paper.suspicion(explorer.poisoned_scores, explorer.poisoned_predicted)
+    scores = {"paper rule (sum at LOI-2..LOI, standardised)": auroc(paper_b, paper_p)}
     benign_v = variants(z_benign, trajectory.trajectory_precision_)
     poisoned_v = variants(z_poisoned, trajectory.trajectory_precision_)
     pooled_b = z_scores(trajectory, explorer.benign_similarity, explorer.benign_predicted, classes, pooled_std=True)
@@ -108,8 +108,6 @@ def one_run(run, reference, benign, poisoned) -> tuple[dict[str, float], list[fl
     # Triggered inputs the model does not send to the target (the attack failed on them, 100 - ASR %) are scored
     # against their own class, where they look benign: the AUROC over the ones it does send is the detector's own.
     hit = explorer.poisoned_predicted == run.attack.target
-    paper_b = paper.suspicion(explorer.benign_scores, explorer.benign_predicted)
-    paper_p = paper.suspicion(explorer.poisoned_scores, explorer.poisoned_predicted)
     by_outcome = {name: tuple(auroc(b, p[mask]) if mask.any() else float("nan") for mask in (hit, ~hit))
                   for name, b, p in [("paper rule", paper_b, paper_p),
                                      ("trajectory (shipped)", shipped, poisoned_v["trajectory (two-sided Mahalanobis, shipped)"]),

@@ -47,7 +47,7 @@ MOVES = {
 }
 #: ``LAYERWISE_BROWSER=few``: one notebook per family of apps, for a quicker local run. A plain ``pytest`` (and CI)
 #: opens every notebook; run in parallel (``pytest -n 2``) the whole suite stays under CI's 20 minutes on 2 cores
-#: (README, "Notebooks in a real browser").
+#: (README, "In a browser: JupyterLab, Binder and Voila").
 FEW_NOTEBOOKS = ("00_tour.ipynb", "01_layerwise_cosine.ipynb", "06_defenses.ipynb", "12_your_model.ipynb")
 VOILA_NOTEBOOK = "00_tour.ipynb"
 
