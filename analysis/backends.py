@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from . import experiments
 from .attacks import Attack, build_attack, dataset_attack_settings
 from .checkpoints import MANIFEST, checkpoint_name, has_checkpoint, read_manifest
+from .paper_results import ADAPTIVE_BETAS
 from .projection import FIG1_ATTACKS
 from .study import Study
 from .zoo import adaptive_name, badnets_rate_name
@@ -86,7 +87,7 @@ def _attacked(dataset: str, archs: Sequence[str], attacks: Sequence[str]) -> lis
 
 
 def _default(function: Callable, parameter: str):
-    """The default value of ``function``'s ``parameter`` (Table 4's rates, Table 7's betas)."""
+    """The default value of ``function``'s ``parameter`` (Table 4's rates)."""
     return inspect.signature(function).parameters[parameter].default
 
 
@@ -101,9 +102,9 @@ def _table4(dataset, archs, attacks):
             for rate in _default(experiments.table4_rates, "rates")]
 
 
-def _table7(dataset, archs, attacks):
+def _table7(dataset, archs, attacks, betas=ADAPTIVE_BETAS):
     return [ModelSpec(arch, "adaptive", adaptive_name(dataset, arch, beta), {"beta": beta})
-            for arch in archs for beta in _default(experiments.table7_adaptive, "betas")]
+            for arch in archs for beta in betas]
 
 
 #: Per experiment of :data:`analysis.experiments.EXPERIMENTS`: ``(dataset, archs, attacks) -> [ModelSpec]``,
@@ -135,7 +136,8 @@ MODEL_PLANS: dict[str, Callable[[str, Sequence[str], Sequence[str]], list[ModelS
 }
 
 
-def experiment_models(name: str, dataset: str, archs: Sequence[str], attacks: Sequence[str]) -> list[ModelSpec]:
+def experiment_models(name: str, dataset: str, archs: Sequence[str], attacks: Sequence[str],
+                      betas: Sequence[float] = ADAPTIVE_BETAS) -> list[ModelSpec]:
     """The models experiment ``name`` loads on ``dataset`` for these architectures and attacks.
 
     Parameters
@@ -146,6 +148,8 @@ def experiment_models(name: str, dataset: str, archs: Sequence[str], attacks: Se
         The dataset's name (``DatasetSplits.name``), part of every checkpoint name.
     archs, attacks : sequence of str
         The study's architectures and attacks (``Study.archs``, ``Study.attacks``).
+    betas : sequence of float
+        Table 7's betas (``Study.adaptive_betas``); only plans with a ``betas`` parameter read them.
 
     Returns
     -------
@@ -160,10 +164,13 @@ def experiment_models(name: str, dataset: str, archs: Sequence[str], attacks: Se
     if name not in MODEL_PLANS:
         raise ValueError(f"experiment: no model plan for {name!r} (analysis.backends.MODEL_PLANS has "
                          f"{sorted(MODEL_PLANS)}); add one to run it with backend='ray', or use backend='local'")
-    return MODEL_PLANS[name](dataset, tuple(archs), tuple(attacks))
+    plan = MODEL_PLANS[name]
+    options = {"betas": tuple(betas)} if "betas" in inspect.signature(plan).parameters else {}
+    return plan(dataset, tuple(archs), tuple(attacks), **options)
 
 
-def plan_models(names: Sequence[str], dataset: str, archs: Sequence[str], attacks: Sequence[str]) -> list[ModelSpec]:
+def plan_models(names: Sequence[str], dataset: str, archs: Sequence[str], attacks: Sequence[str],
+                betas: Sequence[float] = ADAPTIVE_BETAS) -> list[ModelSpec]:
     """Every model the experiments ``names`` load, each once (by checkpoint name), in first-use order.
 
     Needs neither Ray nor any training: see :func:`experiment_models` for the parameters.
@@ -175,7 +182,7 @@ def plan_models(names: Sequence[str], dataset: str, archs: Sequence[str], attack
     """
     plan: dict[str, ModelSpec] = {}
     for name in names:
-        for spec in experiment_models(name, dataset, archs, attacks):
+        for spec in experiment_models(name, dataset, archs, attacks, betas):
             plan.setdefault(spec.name, spec)
     return list(plan.values())
 
@@ -392,8 +399,9 @@ def run_on_ray(
     if not names:
         return
     dataset = study.data.name
-    needs = {name: experiment_models(name, dataset, study.archs, study.attacks) for name in names}
-    to_train = models_to_train(study, plan_models(names, dataset, study.archs, study.attacks))
+    needs = {name: experiment_models(name, dataset, study.archs, study.attacks, study.adaptive_betas)
+             for name in names}
+    to_train = models_to_train(study, plan_models(names, dataset, study.archs, study.attacks, study.adaptive_betas))
     models_dir = Path(study.models_dir).resolve()
     models_dir.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()

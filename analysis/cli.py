@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from .checkpoints import DEFAULT_DIR
+from .paper_results import ADAPTIVE_BETAS
 
 __all__ = ["build_parser", "main"]
 
@@ -234,7 +235,8 @@ def _reproduce(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, attacks=args.attacks,
                        command="python -m analysis reproduce " + " ".join(sys.argv[2:]),
                        max_eval=_budget(args.max_eval), defense_samples=_budget(args.defense_samples),
-                       backend=args.backend, address=args.address, gpus_per_task=args.gpus_per_task)
+                       backend=args.backend, address=args.address, gpus_per_task=args.gpus_per_task,
+                       betas=args.betas)
     print(f"report: {report}   ({time.perf_counter() - started:.0f} s)")
     return 0
 
@@ -293,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--defense-samples", type=_int_at_least(0), default=None,
                      help="Tables 1/2: RS neighbours and STRIP blends per input "
                           "(default: the profile's, cpu 20; 0 = the paper's 100)")
+    rep.add_argument("--betas", nargs="+", type=float, default=None, metavar="BETA",
+                     help="Table 7: the adaptive attack's betas, each in [0, 1) (default: "
+                          f"{' '.join(f'{b:g}' for b in ADAPTIVE_BETAS)})")
     rep.add_argument("--out", default=None, help="results folder (default results/DATASET-PROFILE)")
     rep.add_argument("--threads", type=_int_at_least(0), default=0,
                      help="CPU threads for torch (0 = torch's default); with --backend ray every task uses (and "

@@ -209,14 +209,15 @@ def table6_single_layers(study: Study) -> tuple[pd.DataFrame, list]:
 
 
 # ---------------------------------------------------------------------- Table 7
-def table7_adaptive(study: Study, betas: tuple[float, ...] = paper.ADAPTIVE_BETAS) -> tuple[pd.DataFrame, list]:
+def table7_adaptive(study: Study, betas: tuple[float, ...] | None = None) -> tuple[pd.DataFrame, list]:
     """The adaptive attack per beta (every architecture): MA, ASR and TPR/FPR of AC, SCAn and the layer-wise detector.
 
-    One run on the dataset's own reference/evaluation split, as the paper's Table 7.
+    One run on the dataset's own reference/evaluation split, as the paper's Table 7. ``betas``: default
+    ``study.adaptive_betas`` (:data:`analysis.paper_results.ADAPTIVE_BETAS` unless the study sets others).
     """
     rows = []
     for arch in study.archs:
-        for beta in betas:
+        for beta in (study.adaptive_betas if betas is None else betas):
             run = study.model(arch, "adaptive", name=adaptive_name(study.data.name, arch, beta), beta=beta)
             measured = attack_metrics(run.model, run.data.test, run.poisoned_test, run.attack.target)
             row = {"arch": arch, "beta": beta, "MA": measured["ma"] * 100, "ASR": measured["asr"] * 100}

@@ -95,12 +95,14 @@ def reproduce(
     backend: str = "local",
     address: str | None = None,
     gpus_per_task: float = 0,
+    betas: Sequence[float] | None = None,
 ) -> Path:
     """Run the selected experiments (all by default) and write results under ``out``; returns REPORT.md.
 
     ``max_eval`` and ``defense_samples`` (Tables 1/2 budgets, see :data:`PROFILE_BUDGETS`) default to
     the profile's; ``None`` means all inputs / the paper's 100 samples. ``epochs`` and ``batch_size``
-    override the profile's training settings (``None``: the profile's).
+    override the profile's training settings (``None``: the profile's). ``betas``: Table 7's betas of the
+    adaptive attack (``None``: :data:`analysis.paper_results.ADAPTIVE_BETAS`, the zoo's).
 
     ``backend`` is where experiments run: ``"local"`` (this process, one after the other) or ``"ray"``
     (:func:`analysis.backends.run_on_ray`: the models the selected experiments need are planned first and
@@ -135,6 +137,11 @@ def reproduce(
     for value, label in ((max_eval, "max_eval"), (defense_samples, "defense_samples"), (batch_size, "batch_size")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{label}: expected a positive integer or None, got {value!r}")
+    if betas is not None:
+        betas = tuple(betas)
+        bad = [b for b in betas if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0.0 <= b < 1.0]
+        if not betas or bad or len(set(betas)) != len(betas):
+            raise ValueError(f"betas: expected distinct numbers in [0, 1), got {list(betas)!r}")
     # before any model is trained: a class without enough reference samples would fail (or warn) only
     # after minutes of training, at the first detection cell
     check_reference_counts(data.reference.y, "reference", num_classes=data.num_classes)
@@ -142,7 +149,8 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
     study = Study(data, archs=tuple(archs), profile=profile, runs=runs, models_dir=out / "models",
                   progress=progress, train_subset=train_subset, epochs=epochs, max_eval=max_eval,
-                  defense_samples=defense_samples, batch_size=batch_size)
+                  defense_samples=defense_samples, batch_size=batch_size,
+                  **({} if betas is None else {"adaptive_betas": tuple(float(b) for b in betas)}))
     if attacks is not None:
         missing = sorted(set(attacks) - set(study.attacks))
         if missing:
@@ -154,6 +162,8 @@ def reproduce(
                 "defense_samples": defense_samples}
     if batch_size is not None:  # only when set, so folders written before the option still resume
         settings["batch_size"] = batch_size
+    if betas is not None:  # likewise
+        settings["betas"] = [float(b) for b in betas]
     if state.get("settings", settings) != settings:
         raise ValueError(f"out: {out} holds results of other settings {state['settings']}; "
                          f"use another folder (or delete {out / PROGRESS}) for {settings}")

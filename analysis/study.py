@@ -59,6 +59,7 @@ class Study:
     batch_size: int | None = None  # override the profile's batch size
     max_eval: int | None = 100  # Tables 1/2: cap on benign and on poisoned inputs per run (None = all)
     defense_samples: int | None = None  # Tables 1/2: RS neighbours and STRIP blends per input (None = paper's 100)
+    adaptive_betas: tuple[float, ...] = paper.ADAPTIVE_BETAS  # Table 7: the adaptive attack's betas
     _cache: dict = field(default_factory=dict, repr=False)
 
     def config(self, arch: str) -> TrainConfig:

@@ -21,8 +21,17 @@ under each variant below and reports MA, ASR and the training time (attack prepa
   ``DATASET_ATTACK_SETTINGS``), with the residual's PSNR and the decoder's bit accuracy on the
   test images. Run with ``--arch mobilenetv2``, where the weight decides whether it is learned.
 
-    python benchmarks/attack_variants.py [--only wanet lc issba badnets iad] [--arch resnet18] [--variants TEXT ...]
-                                         [--out docs/results/attacks]
+    python benchmarks/attack_variants.py [digits | npz PATH] [--only wanet lc issba badnets iad] [--arch resnet18]
+                                         [--variants TEXT ...] [--out docs/results/attacks]
+
+``npz PATH`` trains on a real dataset instead (e.g. ``../shared/data/gtsrb_32x32.npz``), as ``reproduce npz``
+does: ``--train-subset`` (a seeded stratified subset), ``--epochs``, the CPU profile otherwise; the models
+are saved in ``--models-dir`` under ``<dataset>-<arch>-<attack>-variant-<n>`` (so a rerun loads them) and
+LC's benign model is cached in ``--models-dir``/cache, where ``reproduce`` caches it (pass the reproduce
+folder's ``models`` to reuse its benign model). Variants that change the seed are digits-only. On npz
+data every row also gets the paper's detector (``LayerwiseDetector()``, fitted on the reference split):
+the target class's LOI, TPR on the triggered non-target test images and FPR on the benign test images.
+The rows go to ``variants_<dataset>_<arch>.*``.
 
 ``--variants`` keeps only the variants whose label contains one of the given texts; ``--epochs``
 and ``--batch-size`` replace the CPU profile's (30 epochs, batch 128); a row is identified by
@@ -44,10 +53,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.attacks import AttackContext, build_attack
+from analysis.attacks import AttackContext, build_attack, dataset_attack_settings
 from analysis.data import LabeledImages, load_digits
+from analysis.detection import LayerwiseDetector
 from analysis.features import predict_classes
+from analysis.metrics import false_positive_rate, true_positive_rate
 from analysis.pipeline import attacked_model
+from analysis.reproduce import load_for_reproduce
+from analysis.study import Study
 from analysis.training import TrainConfig
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "results" / "attacks"
@@ -90,8 +103,10 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {  # attack -> (label, settings); 
     ],
 }
 FIELDS = ["arch", "attack", "variant", "settings", "epochs", "batch_size", "ma", "asr", "train_seconds",
-          "pgd_fooled", "perturbation_only_asr", "psnr", "bit_accuracy", "command", "threads", "torch"]
-NUMBERS = ("ma", "asr", "train_seconds", "pgd_fooled", "perturbation_only_asr", "psnr", "bit_accuracy")
+          "pgd_fooled", "perturbation_only_asr", "psnr", "bit_accuracy", "loi", "tpr", "fpr", "command", "threads",
+          "torch"]
+NUMBERS = ("ma", "asr", "train_seconds", "pgd_fooled", "perturbation_only_asr", "psnr", "bit_accuracy", "loi",
+           "tpr", "fpr")
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -109,10 +124,13 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def render(rows: list[dict], arch: str) -> str:
-    """The Markdown table of ``rows``, with the commands (threads, torch) that produced them."""
+def render(rows: list[dict], arch: str, dataset: str = "digits") -> str:
+    """The Markdown table of ``rows``, with the commands (threads, torch) that produced them.
+
+    The detector's columns (LOI, TPR, FPR) appear when some row has them (npz runs)."""
     commands = sorted({(r["command"], str(r["threads"]), r["torch"]) for r in rows})
-    lines = [f"# Attack variants on digits ({arch}, CPU width, seed 0 unless the variant says otherwise)", "",
+    detector = any(r["tpr"] != "" for r in rows)
+    lines = [f"# Attack variants on {dataset} ({arch}, CPU width, seed 0 unless the variant says otherwise)", "",
              "Commands (one training per row; the time includes attack preparation, e.g. LC's cached benign "
              "model and PGD, and depends on what else ran):", ""]
     lines += [f"- `{command}` ({threads} CPU thread{'' if threads == '1' else 's'}, torch {version}, "
@@ -122,17 +140,31 @@ def render(rows: list[dict], arch: str) -> str:
               "another class; "
               "*perturbation only* = non-target test images sent to the target by a poisoned image's "
               "perturbation without the trigger (the victim learned the perturbation as a class-2 feature). "
-              "ISSBA only: PSNR of the encoded test images (dB) and the decoder's bit accuracy.", "",
+              "ISSBA only: PSNR of the encoded test images (dB) and the decoder's bit accuracy."
+              + (" LOI, TPR, FPR: the paper's detector (`LayerwiseDetector()`, tau 2.5) fitted on the reference "
+                 "split: the target class's layer of interest, the share of triggered non-target test images "
+                 "flagged, the share of benign test images flagged (%)." if detector else ""), "",
               "| attack | variant | epochs | batch | threads | MA (%) | ASR (%) | train (s) | PGD fooled (%) "
-              "| perturbation only (%) | PSNR (dB) | bit accuracy |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| perturbation only (%) | PSNR (dB) | bit accuracy |" + (" LOI | TPR (%) | FPR (%) |" if detector else ""),
+              "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if detector else "")]
     percent = lambda value: "" if value == "" else f"{value * 100:.1f}"  # noqa: E731
     lines += [f"| {r['attack']} | {r['variant']} | {r['epochs']} | {r['batch_size']} | {r['threads']} | "
               f"{r['ma'] * 100:.2f} | {r['asr'] * 100:.2f} | "
               f"{r['train_seconds']:.0f} | {percent(r['pgd_fooled'])} | {percent(r['perturbation_only_asr'])} | "
               f"{'' if r['psnr'] == '' else format(r['psnr'], '.1f')} | {percent(r['bit_accuracy'])} |"
+              + (f" {'' if r['loi'] == '' else int(r['loi'])} | {percent(r['tpr'])} | {percent(r['fpr'])} |"
+                 if detector else "")
               for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def detector_columns(run) -> dict[str, float]:
+    """The paper's detector on a trained variant: the target's LOI, TPR on the triggered non-target test
+    images and FPR on the benign test images (shares), fitted on the reference split, as Table 3 does."""
+    detector = LayerwiseDetector().fit(run.model, run.data.reference)
+    found_b, found_p = detector.detect(run.model, run.data.test), detector.detect(run.model, run.poisoned_test)
+    return {"loi": detector.loi_[run.attack.target], "tpr": true_positive_rate(found_p.flagged),
+            "fpr": false_positive_rate(found_b.flagged)}
 
 
 def lc_diagnostics(attack, run, data, context) -> dict[str, float]:
@@ -153,10 +185,15 @@ def lc_diagnostics(attack, run, data, context) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", nargs="?", default="digits", choices=["digits", "npz"])
+    parser.add_argument("path", nargs="?", default=None, help="npz: the archive")
     parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=["wanet", "lc"])
     parser.add_argument("--arch", default="resnet18", choices=("resnet18", "mobilenetv2"))
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--cache-dir", default="results/cache")
+    parser.add_argument("--cache-dir", default="results/cache", help="digits: where LC's benign model is cached")
+    parser.add_argument("--models-dir", type=Path, default=Path("results/models"),
+                        help="npz: where the variants' models are saved (LC's benign model in its cache/)")
+    parser.add_argument("--train-subset", type=int, default=None, help="npz: train on this many images (stratified)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs instead of the CPU profile's 30 (rows keep their epochs)")
@@ -166,14 +203,36 @@ def main(argv: list[str] | None = None) -> int:
                         help="only variants whose label contains one of these texts")
     parser.add_argument("--exact", action="store_true", help="--variants texts must equal the label")
     args = parser.parse_args(argv)
+    if args.dataset == "npz" and not args.path:
+        parser.error("npz: give the archive's path")
+    if args.dataset == "digits" and (args.path or args.train_subset):
+        parser.error("path and --train-subset are for npz data")
     torch.set_num_threads(args.threads)
-    data = load_digits()
+    chosen = [(attack, number, label, settings) for attack in args.only
+              for number, (label, settings) in enumerate(VARIANTS[attack])
+              if not args.variants or any(text == label if args.exact else text in label for text in args.variants)]
+    study = None
+    if args.dataset == "npz":
+        seeded = [label for _, _, label, settings in chosen if settings.get("seed", 0) != 0]
+        if seeded:
+            parser.error(f"variants that change the seed are digits-only: {seeded}")
+        study = Study(load_for_reproduce("npz", args.path), archs=(args.arch,), models_dir=args.models_dir,
+                      zoo_dir=None, progress=False, attacks=tuple(args.only), train_subset=args.train_subset,
+                      epochs=args.epochs, batch_size=args.batch_size)
+        data = study.data
+    else:
+        data = load_digits()
     rows = []
-    for attack in args.only:
-        for label, settings in VARIANTS[attack]:
-            if args.variants and not any(text == label if args.exact else text in label
-                                         for text in args.variants):
-                continue
+    for attack, number, label, settings in chosen:
+        if study is not None:
+            config = study.config(args.arch)
+            # the variant's settings replace the dataset's own, as a digits run's do
+            atk_settings = {**dataset_attack_settings(data.name, attack), **settings}
+            run = study.model(args.arch, attack, name=f"{data.name}-{args.arch}-{attack}-variant-{number}",
+                              **atk_settings)
+            atk = run.attack
+            cache_dir = args.models_dir / "cache"
+        else:
             config = TrainConfig.cpu(args.arch, seed=settings.get("seed", 0))
             if args.epochs is not None:
                 config = dataclasses.replace(config, epochs=args.epochs)
@@ -182,21 +241,31 @@ def main(argv: list[str] | None = None) -> int:
             atk = build_attack(attack, **settings)
             run = attacked_model("digits", args.arch, atk, config=config, checkpoints=None, progress=False,
                                  data=data, cache_dir=args.cache_dir)
-            ma = float(np.mean(predict_classes(run.model, data.test) == data.test.y.numpy()))
-            asr = float(np.mean(predict_classes(run.model, run.poisoned_test) == atk.target))
-            row = {**dict.fromkeys(FIELDS, ""), "arch": args.arch, "attack": attack, "variant": label,
-                   "settings": settings, "epochs": config.epochs, "batch_size": config.batch_size, "ma": ma,
-                   "asr": asr, "train_seconds": run.train_seconds}
-            if attack == "lc":
-                context = AttackContext(config=config, arch=args.arch, progress=False, cache_dir=args.cache_dir)
-                row.update(lc_diagnostics(atk, run, data, context))
-            if attack == "issba":
-                row.update(atk.quality(data.test))
-            rows.append(row)
-            print(f"{attack:6s} {label:45s} MA {ma:.2%} ASR {asr:.2%} {run.train_seconds:.0f}s", flush=True)
+            cache_dir = args.cache_dir
+        ma = float(np.mean(predict_classes(run.model, data.test) == data.test.y.numpy()))
+        asr = float(np.mean(predict_classes(run.model, run.poisoned_test) == atk.target))
+        row = {**dict.fromkeys(FIELDS, ""), "arch": args.arch, "attack": attack, "variant": label,
+               "settings": settings, "epochs": config.epochs, "batch_size": config.batch_size, "ma": ma,
+               "asr": asr, "train_seconds": run.train_seconds}
+        if attack == "lc":
+            training = study.training_data() if study is not None else data
+            context = AttackContext(config=config, arch=args.arch, progress=False, cache_dir=cache_dir)
+            row.update(lc_diagnostics(atk, run, training, context))
+        if attack == "issba":
+            row.update(atk.quality(data.test))
+        if study is not None:
+            row.update(detector_columns(run))
+        rows.append(row)
+        print(f"{attack:6s} {label:45s} MA {ma:.2%} ASR {asr:.2%} {run.train_seconds:.0f}s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "variants" if args.arch == "resnet18" else f"variants_{args.arch}"
-    command = f"python benchmarks/attack_variants.py --only {' '.join(args.only)} --arch {args.arch}"
+    if study is not None:
+        stem = f"variants_{data.name}_{args.arch}"
+    else:
+        stem = "variants" if args.arch == "resnet18" else f"variants_{args.arch}"
+    command = "python benchmarks/attack_variants.py"
+    if study is not None:
+        command += f" npz {args.path}" + (f" --train-subset {args.train_subset}" if args.train_subset else "")
+    command += f" --only {' '.join(args.only)} --arch {args.arch}"
     if args.epochs is not None:
         command += f" --epochs {args.epochs}"
     if args.batch_size is not None:
@@ -218,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    (args.out / f"{stem}.md").write_text(render(rows, args.arch), encoding="utf-8")
+    (args.out / f"{stem}.md").write_text(render(rows, args.arch, data.name), encoding="utf-8")
     return 0
 
 

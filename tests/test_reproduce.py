@@ -78,6 +78,9 @@ def test_bad_arguments(tmp_path, tiny):
         rep.reproduce(tiny, tmp_path, max_eval=0)
     with pytest.raises(ValueError, match="batch_size: expected a positive integer or None, got 0"):
         rep.reproduce(tiny, tmp_path, batch_size=0)
+    for betas in ([], [1.0], [0.5, 0.5], [-0.1]):
+        with pytest.raises(ValueError, match=r"betas: expected distinct numbers in \[0, 1\)"):
+            rep.reproduce(tiny, tmp_path, only=["table7"], betas=betas)
     assert not (tmp_path / rep.PROGRESS).exists()  # refused before anything was written
 
 
@@ -124,3 +127,27 @@ def test_pages_written_with_a_cdn_link_are_made_to_open_offline(tmp_path):
     assert (tmp_path / "b.html").read_text() == "<html>no plotly here</html>"
     with pytest.raises(NotADirectoryError, match="folder"):
         main(["offline-html", str(tmp_path / "b.html")])
+
+
+def test_betas_choose_table7_models_and_are_part_of_the_settings(tmp_path, tiny, monkeypatch):
+    """``betas`` replaces Table 7's default betas (0, 0.5, 0.9, 0.95) in the study, the Ray plan and the
+    folder's settings: a folder made with other betas is not resumed."""
+    from analysis import backends
+
+    seen = []
+
+    def spy(study):
+        seen.append(study.adaptive_betas)
+        return pd.DataFrame([{"beta": b} for b in study.adaptive_betas]), []
+
+    monkeypatch.setitem(rep.EXPERIMENTS, "table7", spy)
+    rep.reproduce(tiny, tmp_path, only=["table7"], archs=["resnet18"], runs=1, progress=False, betas=[0.5, 0.9])
+    assert seen == [(0.5, 0.9)]
+    assert json.loads((tmp_path / rep.PROGRESS).read_text())["settings"]["betas"] == [0.5, 0.9]
+    with pytest.raises(ValueError, match="holds results of other settings"):
+        rep.reproduce(tiny, tmp_path, only=["table7"], archs=["resnet18"], runs=1, progress=False)
+    plan = backends.plan_models(["table7"], "digits", ["resnet18"], [], betas=(0.5, 0.9))
+    assert [(m.name, m.settings) for m in plan] == [("digits-resnet18-adaptive-b0.5", {"beta": 0.5}),
+                                                    ("digits-resnet18-adaptive-b0.9", {"beta": 0.9})]
+    default = backends.plan_models(["table7"], "digits", ["resnet18"], [])
+    assert [m.settings["beta"] for m in default] == [0.0, 0.5, 0.9, 0.95]
