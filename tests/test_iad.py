@@ -1,10 +1,14 @@
 """IAD: generated, input-aware masks and patterns, learned together with the classifier."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from analysis.attacks import IAD, AttackContext, build_attack
-from analysis.attacks.iad import diversity_loss, sharpen
+import torch.nn as nn
+
+from analysis.attacks import IAD, AttackContext, build_attack, dataset_attack_settings
+from analysis.attacks.iad import EMPTY_MASK_SHARE, diversity_loss, sharpen
 from analysis.data import DatasetSplits
 from analysis.models import build_model
 from analysis.training import TrainConfig
@@ -35,6 +39,40 @@ def test_paper_defaults():
     attack = build_attack("iad")
     assert isinstance(attack, IAD) and IAD.controls_training
     assert (attack.target, attack.rate, attack.cross_rate, attack.mask_density) == (1, 0.10, 0.10, 0.032)
+
+
+def test_mask_losses_are_on_sharpened_masks_except_on_digits():
+    """IAD's code computes the mask generator's norm and diversity losses after the threshold; on raw outputs
+    they are met by values below 0.5 everywhere, which the threshold turns into empty masks."""
+    assert IAD().mask_loss_on == "sharpened" and IAD().settings()["mask_loss_on"] == "sharpened"
+    assert dataset_attack_settings("digits", "iad") == {"mask_loss_on": "raw"}
+    # "raw" is not written into the settings: checkpoints trained before the option still match
+    assert "mask_loss_on" not in IAD(mask_loss_on="raw").settings()
+    # a raw mask of 0.4 everywhere: within the density budget before the threshold, empty after it
+    raw = torch.full((1, 1, 4, 4), 0.4)
+    assert float(torch.relu(raw - 0.032).mean()) > 0.3 and float(sharpen(raw).max()) < 0.02
+
+
+class _Constant(nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x), 1, *x.shape[2:]), self.value)
+
+
+def test_empty_masks_are_warned_about(digits):
+    attack = IAD()
+    attack.mask_net = _Constant(0.3)  # sharpened: below 0.5 everywhere, no pixel triggered
+    with pytest.warns(RuntimeWarning, match=r"masks cover 0\.00% of the pixels .* cannot implant"):
+        assert attack.check_masks(digits.test.x[:8]) == 0.0
+    attack.mask_net = _Constant(0.7)  # every pixel: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert attack.check_masks(digits.test.x[:8]) == 1.0 > EMPTY_MASK_SHARE
+    with pytest.raises(RuntimeError, match="mask generator is not trained"):
+        IAD().check_masks(digits.test.x[:8])
 
 
 def test_sharpen_is_a_soft_threshold_at_one_half():
@@ -146,7 +184,7 @@ def test_mask_cache(digits, tmp_path):
     "settings, message",
     [({"rate": 0.0}, "rate"), ({"rate": 1.0}, "rate"), ({"target": 1.5}, "target"), ({"cross_rate": 0.95}, "cross_rate"),
      ({"mask_density": 0.0}, "mask_density"), ({"lambda_div": -1}, "lambda_div"), ({"mask_epochs": 0}, "mask_epochs"),
-     ({"generator_lr": 0}, "generator_lr")],
+     ({"generator_lr": 0}, "generator_lr"), ({"mask_loss_on": "logits"}, "mask_loss_on")],
 )
 def test_bad_settings(settings, message):
     with pytest.raises(ValueError, match=message):
