@@ -145,7 +145,8 @@ def render(rows: list[dict], arch: str, dataset: str = "digits") -> str:
                  "split: the target class's layer of interest, the share of triggered non-target test images "
                  "flagged, the share of benign test images flagged (%)." if detector else ""), "",
               "| attack | variant | epochs | batch | threads | MA (%) | ASR (%) | train (s) | PGD fooled (%) "
-              "| perturbation only (%) | PSNR (dB) | bit accuracy |" + (" LOI | TPR (%) | FPR (%) |" if detector else ""),
+              "| perturbation only (%) | PSNR (dB) | bit accuracy |"
+              + (" LOI | TPR (%) | FPR (%) |" if detector else ""),
               "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if detector else "")]
     percent = lambda value: "" if value == "" else f"{value * 100:.1f}"  # noqa: E731
     lines += [f"| {r['attack']} | {r['variant']} | {r['epochs']} | {r['batch_size']} | {r['threads']} | "

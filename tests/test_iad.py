@@ -45,9 +45,11 @@ def test_mask_losses_are_on_sharpened_masks_except_on_digits():
     """IAD's code computes the mask generator's norm and diversity losses after the threshold; on raw outputs
     they are met by values below 0.5 everywhere, which the threshold turns into empty masks."""
     assert IAD().mask_loss_on == "sharpened" and IAD().settings()["mask_loss_on"] == "sharpened"
-    assert dataset_attack_settings("digits", "iad") == {"mask_loss_on": "raw"}
-    # "raw" is not written into the settings: checkpoints trained before the option still match
-    assert "mask_loss_on" not in IAD(mask_loss_on="raw").settings()
+    assert IAD().mask_lr == 0.001 and IAD().settings()["mask_lr"] == 0.001
+    assert dataset_attack_settings("digits", "iad") == {"mask_loss_on": "raw", "mask_lr": 0.01}
+    # the settings from before the two options are not written: checkpoints trained with them still match
+    assert not {"mask_loss_on", "mask_lr"} & set(IAD(**dataset_attack_settings("digits", "iad")).settings())
+    assert IAD(mask_loss_on="raw").settings()["mask_lr"] == 0.001  # any other combination is written
     # a raw mask of 0.4 everywhere: within the density budget before the threshold, empty after it
     raw = torch.full((1, 1, 4, 4), 0.4)
     assert float(torch.relu(raw - 0.032).mean()) > 0.3 and float(sharpen(raw).max()) < 0.02
@@ -184,7 +186,8 @@ def test_mask_cache(digits, tmp_path):
     "settings, message",
     [({"rate": 0.0}, "rate"), ({"rate": 1.0}, "rate"), ({"target": 1.5}, "target"), ({"cross_rate": 0.95}, "cross_rate"),
      ({"mask_density": 0.0}, "mask_density"), ({"lambda_div": -1}, "lambda_div"), ({"mask_epochs": 0}, "mask_epochs"),
-     ({"generator_lr": 0}, "generator_lr"), ({"mask_loss_on": "logits"}, "mask_loss_on")],
+     ({"generator_lr": 0}, "generator_lr"), ({"mask_loss_on": "logits"}, "mask_loss_on"),
+     ({"mask_lr": 0}, "mask_lr")],
 )
 def test_bad_settings(settings, message):
     with pytest.raises(ValueError, match=message):

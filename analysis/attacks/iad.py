@@ -58,10 +58,13 @@ class IAD(Attack):
     1. :meth:`prepare` trains the mask generator alone for ``mask_epochs`` epochs on the
        training images: λ_div · diversity loss + λ_norm · mean(relu(mask − density)), both on the
        masks after IAD's soft threshold (:func:`sharpen`), as IAD's code computes them
-       (``mask_loss_on="sharpened"``). ``mask_loss_on="raw"`` computes them on the generator's output
-       before the threshold, as this toolkit did until a GTSRB run showed where that leads: the losses
-       are met by values below 0.5 everywhere, every sharpened mask is empty, no pixel carries a
-       trigger and no backdoor is learned (MobileNetV2, ASR 4.7 %). Digits keeps ``"raw"``
+       (``mask_loss_on="sharpened"``), with Adam at ``mask_lr`` 0.001: IAD uses 0.01 on generators with
+       batch normalisation, and on ours, without it, 0.01 drives every raw output to 0 on GTSRB, where the
+       threshold's gradient vanishes, and the masks stay empty (``benchmarks/iad_masks.py``).
+       ``mask_loss_on="raw"`` computes them on the generator's output before the threshold, as this
+       toolkit did until a GTSRB run showed where that leads: the losses are met by values below 0.5
+       everywhere, every sharpened mask is empty, no pixel carries a trigger and no backdoor is learned
+       (MobileNetV2, ASR 4.7 %). Digits keeps ``"raw"``
        (:data:`analysis.attacks.DATASET_ATTACK_SETTINGS`), with which its zoo models were trained and
        implanted. A warning says when the trained masks are empty (:meth:`check_masks`).
     2. :meth:`train_model` trains the classifier and the pattern generator together (the
@@ -77,8 +80,8 @@ class IAD(Attack):
     batch normalisation (``width`` channels, :mod:`.generators`) so they train on a CPU
     and give each image the same trigger whatever its batch; patterns are produced
     directly in pixel space [0, 1] (IAD normalises them per dataset); the mask generator
-    trains for ``mask_epochs`` = 10 epochs (IAD: 25); no learning-rate decay for the
-    generators.
+    trains for ``mask_epochs`` = 10 epochs (IAD: 25) at ``mask_lr`` 0.001 (IAD: 0.01, see step 1); no
+    learning-rate decay for the generators.
 
     :meth:`poison_training_set` is *not* how IAD trains (its poisoned samples change every
     batch); it returns a static view for inspection: a seeded ``rate`` share of non-target
@@ -101,6 +104,7 @@ class IAD(Attack):
         generator_lr: float = 0.01,
         width: int = 8,
         mask_loss_on: str = "sharpened",
+        mask_lr: float = 0.001,
         seed: int = 0,
     ) -> None:
         super().__init__(target, rate, seed)
@@ -122,7 +126,10 @@ class IAD(Attack):
             raise ValueError(f"generator_lr: expected a positive learning rate, got {generator_lr!r}")
         self.cross_rate, self.mask_density = float(cross_rate), float(mask_density)
         self.lambda_norm, self.lambda_div = float(lambda_norm), float(lambda_div)
+        if isinstance(mask_lr, bool) or not isinstance(mask_lr, (int, float)) or not mask_lr > 0:
+            raise ValueError(f"mask_lr: expected a positive learning rate, got {mask_lr!r}")
         self.mask_epochs, self.generator_lr, self.width = mask_epochs, float(generator_lr), width
+        self.mask_lr = float(mask_lr)
         self.mask_net: TriggerGenerator | None = None
         self.pattern_net: TriggerGenerator | None = None
         self.pattern_trained = False
@@ -131,8 +138,10 @@ class IAD(Attack):
         return {**super().settings(), "cross_rate": self.cross_rate, "mask_density": self.mask_density,
                 "lambda_norm": self.lambda_norm, "lambda_div": self.lambda_div, "mask_epochs": self.mask_epochs,
                 "generator_lr": self.generator_lr, "width": self.width,
-                # "raw" is left out, so checkpoints written before the option (trained so) stay valid
-                **({} if self.mask_loss_on == "raw" else {"mask_loss_on": self.mask_loss_on})}
+                # the settings from before these two options (raw losses, mask lr = generator lr) are left
+                # out, so checkpoints trained with them (digits' zoo) stay valid
+                **({} if self.mask_loss_on == "raw" and self.mask_lr == self.generator_lr
+                   else {"mask_loss_on": self.mask_loss_on, "mask_lr": self.mask_lr})}
 
     # ------------------------------------------------------------------ networks
     def _build(self, channels: int) -> tuple[TriggerGenerator, TriggerGenerator]:
@@ -153,8 +162,8 @@ class IAD(Attack):
                 "context) (e.g. via analysis.pipeline.attacked_model) or call load_state_tensors(...) first"
             )
 
-    def _optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.Adam(net.parameters(), lr=self.generator_lr, betas=(0.5, 0.9))
+    def _optimizer(self, net: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+        return torch.optim.Adam(net.parameters(), lr=self.generator_lr if lr is None else lr, betas=(0.5, 0.9))
 
     def _trigger(self, x: torch.Tensor, source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(triggered x, pattern)`` with the mask and pattern generated from ``source`` (default ``x``)."""
@@ -187,7 +196,7 @@ class IAD(Attack):
                 return
         device = pick_device(context.device)
         net = self.mask_net.to(device).train()
-        optimizer = self._optimizer(net)
+        optimizer = self._optimizer(net, self.mask_lr)
         generator = torch.Generator().manual_seed(self.seed)
         steps = (n + batch_size - 1) // batch_size
         bar = tqdm(total=self.mask_epochs * steps, desc="IAD mask generator", unit="batch", disable=not context.progress)
