@@ -95,6 +95,7 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {  # attack -> (label, settings); 
          {"surrogate": "adversarial", "eps": 64 / 255, "pgd_steps": 60}),
         ("adversarially trained surrogate, eps 128/255, PGD 60 x 4/255",
          {"surrogate": "adversarial", "eps": 128 / 255, "pgd_step": 4 / 255, "pgd_steps": 60}),
+        ("8x8 trigger", {"trigger_size": 8}),
     ],
     "issba": [
         ("residual weight 5 (class default)", {"residual_weight": 5.0}),
