@@ -185,26 +185,27 @@ def table5_features(study: Study) -> tuple[pd.DataFrame, list]:
     return pd.DataFrame(rows), []
 
 
-def _layerwise_rates(detector: LayerwiseDetector, model, benign: LabeledImages, poisoned: LabeledImages):
-    """TPR and FPR (%) of a fitted layer-wise detector (it judges each input on its own)."""
-    return (float(np.mean(detector.predict(model, poisoned))) * 100,
-            float(np.mean(detector.predict(model, benign))) * 100)
-
-
 # ---------------------------------------------------------------------- Table 6
 def table6_single_layers(study: Study) -> tuple[pd.DataFrame, list]:
-    """Scoring on each single layer vs the LOI rule (WaNet and IAD on the first architecture)."""
+    """Scoring on each single layer vs the LOI rule (WaNet and IAD on the first architecture).
+
+    One forward pass per input set (:meth:`analysis.explore.LayerwiseExplorer.single_layer_table`): each
+    single-layer detector is the LOI detector's :meth:`~LayerwiseDetector.with_score_layers` ``([l])``, which
+    equals ``LayerwiseDetector(score_layers=[l]).fit(model, reference)`` without running the model again.
+    """
+    from .explore import LayerwiseExplorer
+
     arch = study.archs[0]
     rows = []
     for attack in [a for a in ("wanet", "iad") if a in study.attacks]:
         run = study.model(arch, attack)
-        n_layers = len(paper_layers(run.model))
         ours = LayerwiseDetector().fit(run.model, run.data.reference)
-        for layer in list(range(1, n_layers + 1)) + ["ours"]:
-            detector = ours if layer == "ours" else LayerwiseDetector(score_layers=[layer]).fit(run.model, run.data.reference)
-            tpr, fpr = _layerwise_rates(detector, run.model, run.data.test, run.poisoned_test)
-            rows.append({"arch": arch, "attack": attack, "layer": str(layer), "loi": ours.loi_[run.attack.target],
-                         "TPR": tpr, "FPR": fpr, **paper.paper_columns("table6", arch, attack, at=layer)})
+        explorer = LayerwiseExplorer(run.model, ours, run.data.test, run.poisoned_test, run.attack.target)
+        for layer, rates in explorer.single_layer_table().iterrows():
+            at = "ours" if layer == "LOI rule" else layer
+            rows.append({"arch": arch, "attack": attack, "layer": str(at), "loi": ours.loi_[run.attack.target],
+                         "TPR": rates["TPR %"], "FPR": rates["FPR %"],
+                         **paper.paper_columns("table6", arch, attack, at=at)})
     return pd.DataFrame(rows), []
 
 

@@ -151,3 +151,22 @@ def test_fig6_shows_lc_unless_lc_left_no_backdoor(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(experiments, "MIN_FIG6_POISONED", 6)  # 5 triggered inputs cannot reach 6
     table, _ = experiments.fig6_scores(study)
     assert asked[0] == "lc" and table.attack.tolist() == ["badnets"]
+
+
+def test_table6_scores_each_single_layer_as_a_detector_refitted_on_that_layer(digits):
+    """Table 6: one row per layer, each the detector with score_layers=[l], then the LOI rule ("ours")."""
+    from analysis.detection import LayerwiseDetector
+
+    study = experiments.Study(digits, archs=("resnet18",), runs=1, progress=False, attacks=("badnets", "wanet"))
+    table, figures = experiments.table6_single_layers(study)  # WaNet only: BadNets is not in Table 6
+    run = study.model("resnet18", "wanet")  # the zoo's model
+    assert figures == [] and set(table.attack) == {"wanet"}
+    assert table.layer.tolist() == [str(layer) for layer in range(1, 11)] + ["ours"]
+    row = table.set_index("layer")
+    refitted = LayerwiseDetector(score_layers=[4]).fit(run.model, digits.reference)
+    assert row.loc["4", "TPR"] == pytest.approx(100 * refitted.predict(run.model, run.poisoned_test).mean())
+    assert row.loc["4", "FPR"] == pytest.approx(100 * refitted.predict(run.model, digits.test).mean())
+    ours = LayerwiseDetector().fit(run.model, digits.reference)
+    assert row.loc["ours", "TPR"] == pytest.approx(100 * ours.predict(run.model, run.poisoned_test).mean())
+    assert (row.loi == ours.loi_[run.attack.target]).all()
+    assert {"paper_TPR", "paper_FPR"} <= set(table.columns)
