@@ -1,6 +1,7 @@
 """``reproduce --backend ray``: the same files as the local backend, resumes, plans models without training.
 
-Needs the ``cluster`` extra (``pip install -e ".[cluster]"``); the whole file is skipped without Ray.
+Needs the ``cluster`` extra (``pip install -e ".[cluster]"``, which the README's test command and CI install);
+the whole file is skipped without Ray.
 """
 import functools
 import json
@@ -47,6 +48,9 @@ def both(tmp_path_factory, tiny):
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(rep.EXPERIMENTS, "tables12", few)
         patch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # no usage report attempted from a test
+        # Ray starts its workers at niceness 15: beside the other pytest-xdist worker they got a fraction of a
+        # core and this fixture took minutes (it looked hung in CI); at 0 they share the CPU fairly
+        patch.setenv("RAY_worker_niceness", "0")
         rep.reproduce(tiny, local, **SETTINGS)
         ray.init(num_cpus=2, include_dashboard=False)  # reproduce uses a Ray this process started, and leaves it
         try:
