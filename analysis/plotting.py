@@ -175,6 +175,8 @@ def write_html_report(path: str | Path, title: str, summary: dict[str, object], 
 PLOTLY_JS = "plotly.min.js"
 #: A ``<script src=...>`` tag that loads plotly.js from outside the machine (plotly's ``include_plotlyjs="cdn"``).
 _REMOTE_PLOTLY = re.compile(r'<script[^>]*\ssrc="https?://[^"]*plotly[^"]*\.js"[^>]*>\s*</script>')
+#: A ``<script src=...>`` tag that loads the ``plotly.min.js`` beside the page (:func:`write_figure_html`).
+_OWN_PLOTLY = re.compile(r'<script[^>]*\ssrc="plotly\.min\.js"[^>]*>\s*</script>')
 
 
 def _write_plotly_js(folder: Path) -> Path:
@@ -201,23 +203,43 @@ def write_figure_html(figure: go.Figure, path: str | Path) -> Path:
 
 
 def make_html_offline(folder: str | Path) -> list[Path]:
-    """Point every HTML page under ``folder`` that loads plotly.js from a CDN at one local ``plotly.min.js``.
+    """Make every HTML page under ``folder`` load plotly.js from one ``folder/plotly.min.js``.
 
-    For pages written before :func:`write_figure_html` existed (``include_plotlyjs="cdn"``): the
-    remote ``<script>`` tag is replaced by one that loads ``folder/plotly.min.js`` by a relative path
-    (e.g. ``../plotly.min.js`` from a subfolder), and plotly.js is written there once, from the
-    installed plotly package. The figures themselves are not touched. Returns the pages rewritten.
+    Two kinds of pages are rewritten; the figures themselves are not touched:
+
+    - pages that load plotly.js from a CDN (written before :func:`write_figure_html` existed,
+      ``include_plotlyjs="cdn"``): the remote ``<script>`` tag is replaced by one that loads
+      ``folder/plotly.min.js`` by a relative path (e.g. ``../plotly.min.js`` from a subfolder);
+    - pages in a subfolder that load their folder's own copy (``src="plotly.min.js"``, as
+      :func:`write_figure_html` writes them, e.g. a new ``reproduce`` folder under ``docs/results``)
+      when that copy is byte for byte ``folder/plotly.min.js``: they load the shared one instead,
+      and the copy, which no page then loads, is deleted. A copy of another plotly.js version is left
+      alone with its pages.
+
+    ``folder/plotly.min.js`` is written from the installed plotly package when a page needs it and it is
+    missing. Returns the pages rewritten.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"folder: expected a directory, got {str(folder)!r}")
-    rewritten = []
+    shared = folder / PLOTLY_JS
+    rewritten, copies = [], set()
     for page in sorted(folder.rglob("*.html")):
         text = page.read_text(encoding="utf-8")
-        source = Path(os.path.relpath(folder / PLOTLY_JS, page.parent)).as_posix()
+        source = Path(os.path.relpath(shared, page.parent)).as_posix()
         local, count = _REMOTE_PLOTLY.subn(f'<script charset="utf-8" src="{source}"></script>', text)
+        copy = page.parent / PLOTLY_JS
+        if page.parent != folder and copy.is_file() and _OWN_PLOTLY.search(local):
+            _write_plotly_js(folder)
+            if copy.read_bytes() == shared.read_bytes():
+                local, moved = _OWN_PLOTLY.subn(f'<script charset="utf-8" src="{source}"></script>', local)
+                count += moved
+                copies.add(copy)
         if count:
             _write_plotly_js(folder)
             page.write_text(local, encoding="utf-8")
             rewritten.append(page)
+    for copy in copies:
+        if not any(_OWN_PLOTLY.search(page.read_text(encoding="utf-8")) for page in copy.parent.glob("*.html")):
+            copy.unlink()  # the same bytes as the shared copy, and no page loads it any more
     return rewritten

@@ -129,6 +129,30 @@ def test_pages_written_with_a_cdn_link_are_made_to_open_offline(tmp_path):
         main(["offline-html", str(tmp_path / "b.html")])
 
 
+def test_results_folders_under_one_folder_share_its_plotly_js(tmp_path):
+    """A new reproduce folder under docs/results carries its own plotly.min.js: offline-html points its pages
+    at the shared copy and deletes the duplicate; a copy of another plotly.js is left with its pages."""
+    import plotly.graph_objects as go
+
+    from analysis.cli import main
+    from analysis.plotting import write_figure_html
+
+    write_figure_html(go.Figure(), tmp_path / "old" / "a.html")
+    (tmp_path / "old" / "plotly.min.js").rename(tmp_path / "plotly.min.js")  # the shared copy
+    (tmp_path / "old" / "a.html").write_text((tmp_path / "old" / "a.html").read_text().replace(
+        'src="plotly.min.js"', 'src="../plotly.min.js"'))
+    new_page = write_figure_html(go.Figure(), tmp_path / "new" / "b.html")
+    other = write_figure_html(go.Figure(), tmp_path / "other" / "c.html")
+    (tmp_path / "other" / "plotly.min.js").write_text("/* another plotly.js */")
+    before = {p: p.read_text() for p in (new_page, other, tmp_path / "old" / "a.html")}
+    assert main(["offline-html", str(tmp_path)]) == 0
+    assert new_page.read_text() == before[new_page].replace('src="plotly.min.js"', 'src="../plotly.min.js"')
+    assert not (tmp_path / "new" / "plotly.min.js").exists()  # the duplicate is gone, the shared one stays
+    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
+    assert other.read_text() == before[other] and (tmp_path / "other" / "plotly.min.js").is_file()
+    assert (tmp_path / "old" / "a.html").read_text() == before[tmp_path / "old" / "a.html"]
+
+
 def test_betas_choose_table7_models_and_are_part_of_the_settings(tmp_path, tiny, monkeypatch):
     """``betas`` replaces Table 7's default betas (0, 0.5, 0.9, 0.95) in the study, the Ray plan and the
     folder's settings: a folder made with other betas is not resumed."""
