@@ -144,6 +144,8 @@ def _cell(table: str, arch: str, attack: str, detector: str | None, at) -> tuple
             return None
         if at == "ours":
             return p["ours_tpr"], p["ours_fpr"]
+        if arch != "resnet18":  # its layer l is ResNet-18's layer l: no cell of another architecture's layer l
+            return None
         return (p["tpr"][at - 1], p["fpr"][at - 1]) if isinstance(at, int) and 1 <= at <= len(p["tpr"]) else None
     if table == "table7":
         row = adaptive_row(at) if attack == "adaptive" else None

@@ -218,7 +218,9 @@ def _write_report(out: Path, data, profile, archs, runs, train_subset, epochs, c
         + (f"; RS and STRIP with {defense_samples} neighbours/blends per input (paper: 100)" if defense_samples
            else "")
         + f". Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads.",
-        "Paper columns: CIFAR-10 for ResNet-18 rows, GTSRB for MobileNetV2 rows (percentages).",
+        "Paper columns (percentages): Tables 1/2 and 3, CIFAR-10 for ResNet-18 rows and GTSRB for MobileNetV2 rows; "
+        "Tables 4–8, where the paper reports CIFAR-10 ResNet-18 only, its numbers beside every architecture's rows, "
+        "except Table 6's single layers, which stand beside ResNet-18's only (they are ResNet-18's layers).",
         "",
     ]
     for name in EXPERIMENTS:

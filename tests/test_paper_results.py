@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from analysis.paper_results import TABLE1_CIFAR10, TABLE2_GTSRB, TABLE7_ADAPTIVE, TABLE7_BETAS, adaptive_row
+from analysis.paper_results import (TABLE1_CIFAR10, TABLE2_GTSRB, TABLE7_ADAPTIVE, TABLE7_BETAS, adaptive_row,
+                                    paper_value)
 
 # The Avg column of Tables 1 and 2 (TPR, FPR), not stored in the package: recomputing it from the cells
 # catches a mistyped cell.
@@ -26,3 +27,11 @@ def test_adaptive_table_columns():
     assert all(len(values) == len(TABLE7_BETAS) for values in TABLE7_ADAPTIVE.values())
     assert adaptive_row(0.9)["layerwise_tpr"] == 94.20
     assert adaptive_row(0.33) is None
+
+
+def test_table6_single_layer_cells_stand_beside_resnet18_layers_only():
+    """The paper's Table 6 scores ResNet-18's layers 1..10 (CIFAR-10): MobileNetV2's layer 8 is another layer."""
+    assert paper_value("table6", "resnet18", "iad", at=8) == (99.65, 1.13)
+    assert np.isnan(paper_value("table6", "mobilenetv2", "iad", at=8)).all()
+    # the LOI rule's result is one number per attack, given beside each architecture as Tables 4, 5, 7, 8
+    assert paper_value("table6", "mobilenetv2", "iad", at="ours") == (99.12, 1.26)
