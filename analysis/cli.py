@@ -236,7 +236,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                        command="python -m analysis reproduce " + " ".join(sys.argv[2:]),
                        max_eval=_budget(args.max_eval), defense_samples=_budget(args.defense_samples),
                        backend=args.backend, address=args.address, gpus_per_task=args.gpus_per_task,
-                       betas=args.betas)
+                       betas=args.betas, redo=args.redo)
     print(f"report: {report}   ({time.perf_counter() - started:.0f} s)")
     return 0
 
@@ -298,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--betas", nargs="+", type=float, default=None, metavar="BETA",
                      help="Table 7: the adaptive attack's betas, each in [0, 1) (default: "
                           f"{' '.join(f'{b:g}' for b in ADAPTIVE_BETAS)})")
+    rep.add_argument("--redo", nargs="+", choices=list(EXPERIMENTS), default=[], metavar="NAME",
+                     help="run these experiments again although the folder has them done (the others resume)")
     rep.add_argument("--out", default=None, help="results folder (default results/DATASET-PROFILE)")
     rep.add_argument("--threads", type=_int_at_least(0), default=0,
                      help="CPU threads for torch (0 = torch's default); with --backend ray every task uses (and "

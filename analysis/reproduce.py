@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Sequence
@@ -73,8 +74,25 @@ def markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:
 
 
 def _read_progress(out: Path) -> dict:
+    """``out``'s progress.json (``{"done": {}}`` when absent).
+
+    Folders written before experiments recorded their command: the REPORT.md of that time names the one
+    command of the folder, which each finished experiment then gets.
+    """
     path = out / PROGRESS
-    return json.loads(path.read_text()) if path.is_file() else {"done": {}}
+    state = json.loads(path.read_text()) if path.is_file() else {"done": {}}
+    report = out / "REPORT.md"
+    if any("command" not in entry for entry in state["done"].values()) and report.is_file():
+        found = re.search(r"^Command: `(.+)`$", report.read_text(), flags=re.MULTILINE)
+        for entry in state["done"].values():
+            if found and "command" not in entry:
+                entry["command"] = found.group(1)
+    return state
+
+
+def _done_entry(seconds: float, figures: list[str], command: str) -> dict:
+    """progress.json's record of a finished experiment: run time, figure files and, when known, the command."""
+    return {"seconds": round(seconds, 1), "figures": figures, **({"command": command} if command else {})}
 
 
 def reproduce(
@@ -96,13 +114,17 @@ def reproduce(
     address: str | None = None,
     gpus_per_task: float = 0,
     betas: Sequence[float] | None = None,
+    redo: Sequence[str] = (),
 ) -> Path:
     """Run the selected experiments (all by default) and write results under ``out``; returns REPORT.md.
 
     ``max_eval`` and ``defense_samples`` (Tables 1/2 budgets, see :data:`PROFILE_BUDGETS`) default to
     the profile's; ``None`` means all inputs / the paper's 100 samples. ``epochs`` and ``batch_size``
     override the profile's training settings (``None``: the profile's). ``betas``: Table 7's betas of the
-    adaptive attack (``None``: :data:`analysis.paper_results.ADAPTIVE_BETAS`, the zoo's).
+    adaptive attack (``None``: :data:`analysis.paper_results.ADAPTIVE_BETAS`, the zoo's). ``redo``: selected
+    experiments to run again although ``out`` has them done (e.g. after a fix in their code); the others resume.
+    Each experiment records the ``command`` that ran it, and REPORT.md names it under its table when it is
+    not the report's latest command.
 
     ``backend`` is where experiments run: ``"local"`` (this process, one after the other) or ``"ray"``
     (:func:`analysis.backends.run_on_ray`: the models the selected experiments need are planned first and
@@ -126,6 +148,11 @@ def reproduce(
     unknown = sorted(set(only or ()) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"only: unknown experiments {unknown}; available: {list(EXPERIMENTS)}")
+    redo = list(redo)
+    not_selected = sorted(set(redo) - set(only or EXPERIMENTS))
+    if not_selected:
+        raise ValueError(f"redo: {not_selected} are not among the experiments selected by only ({list(only or [])}); "
+                         f"available: {list(EXPERIMENTS)}")
     if runs < 1:
         raise ValueError(f"runs: expected at least 1, got {runs}")
     if profile not in PROFILE_BUDGETS:
@@ -168,13 +195,15 @@ def reproduce(
         raise ValueError(f"out: {out} holds results of other settings {state['settings']}; "
                          f"use another folder (or delete {out / PROGRESS}) for {settings}")
     state["settings"] = settings
+    for name in redo:
+        state["done"].pop(name, None)
     names = [name for name in EXPERIMENTS if not only or name in only]
     if backend == "ray":
         order = list(EXPERIMENTS)
 
         def record(name: str, table: pd.DataFrame, figures: list, seconds: float) -> None:
             figure_files = _write_results(out, name, table, figures)
-            state["done"][name] = {"seconds": round(seconds, 1), "figures": figure_files}
+            state["done"][name] = _done_entry(seconds, figure_files, command)
             # tasks finish in any order; progress.json lists experiments in the order the local backend does
             state["done"] = dict(sorted(state["done"].items(),
                                         key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
@@ -189,7 +218,7 @@ def reproduce(
             started = time.perf_counter()
             table, figures = EXPERIMENTS[name](study)
             figure_files = _write_results(out, name, table, figures)
-            state["done"][name] = {"seconds": round(time.perf_counter() - started, 1), "figures": figure_files}
+            state["done"][name] = _done_entry(time.perf_counter() - started, figure_files, command)
             (out / PROGRESS).write_text(json.dumps(state, indent=2))
     return _write_report(out, data, profile, archs, runs, train_subset, epochs, command, state, max_eval,
                          defense_samples, batch_size)
@@ -229,7 +258,9 @@ def _write_report(out: Path, data, profile, archs, runs, train_subset, epochs, c
             figs = state["done"][name].get("figures", [])
             if figs:
                 lines.append("Figures: " + ", ".join(f"[{f}]({f})" for f in figs) + "\n")
-            lines.append(f"_{state['done'][name]['seconds']:.0f} s_\n")
+            own = state["done"][name].get("command")
+            lines.append(f"_{state['done'][name]['seconds']:.0f} s_" + (f" (`{own}`)" if own and own != command else "")
+                         + "\n")
     report = out / "REPORT.md"
     report.write_text("\n".join(lines))
     return report

@@ -59,6 +59,31 @@ def test_interrupted_runs_resume(tmp_path, tiny, monkeypatch):
     assert set(json.loads((tmp_path / "progress.json").read_text())["done"]) == {"table3", "table6"}
 
 
+def test_redo_runs_a_finished_experiment_again_and_each_keeps_its_command(tmp_path, tiny, monkeypatch):
+    common = dict(archs=["resnet18"], runs=1, progress=False, epochs=1, attacks=["badnets"])
+    rep.reproduce(tiny, tmp_path, only=["table3", "table6"], command="first", **common)
+    calls = []
+    original = experiments.table6_single_layers
+    monkeypatch.setitem(rep.EXPERIMENTS, "table6", lambda study: calls.append(study) or original(study))
+    rep.reproduce(tiny, tmp_path, only=["table3", "table6"], command="again", **common)
+    assert calls == []  # done: resumed, not rerun
+    report = rep.reproduce(tiny, tmp_path, only=["table6"], redo=["table6"], command="fixed", **common)
+    assert len(calls) == 1
+    done = json.loads((tmp_path / rep.PROGRESS).read_text())["done"]
+    assert (done["table3"]["command"], done["table6"]["command"]) == ("first", "fixed")
+    text = report.read_text()
+    assert "Command: `fixed`" in text  # the latest; table3's own command is named under its table
+    assert "(`first`)" in text and text.index("(`first`)") > text.index("Table 3")
+    with pytest.raises(ValueError, match=r"redo: \['table3'\] are not among the experiments selected by only"):
+        rep.reproduce(tiny, tmp_path, only=["table6"], redo=["table3"], **common)
+
+
+def test_a_folder_from_before_commands_were_recorded_takes_its_reports_command(tmp_path):
+    (tmp_path / rep.PROGRESS).write_text(json.dumps({"done": {"table3": {"seconds": 1.0, "figures": []}}}))
+    (tmp_path / "REPORT.md").write_text("# Reproduction on digits\n\nCommand: `python -m analysis reproduce x`\n")
+    assert rep._read_progress(tmp_path)["done"]["table3"]["command"] == "python -m analysis reproduce x"
+
+
 def test_results_of_other_settings_are_not_mixed(tmp_path, tiny):
     rep.reproduce(tiny, tmp_path, only=["table6"], archs=["resnet18"], runs=1, progress=False, epochs=1,
                   attacks=["badnets"])
