@@ -50,6 +50,7 @@ from analysis.metrics import auroc  # noqa: E402
 from analysis.reproduce import load_for_reproduce  # noqa: E402
 from analysis.study import Study  # noqa: E402
 from analysis.workbench import Workbench  # noqa: E402
+from analysis.zoo import adaptive_name  # noqa: E402
 
 
 def z_scores(detector: LayerwiseDetector, similarity: np.ndarray, predicted: np.ndarray,
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-eval", type=int, default=0, help="at most this many benign inputs per run (0 = all)")
     parser.add_argument("--arch", default="mobilenetv2")
     parser.add_argument("--attack", default="badnets")
+    parser.add_argument("--beta", type=float, default=None,
+                        help="--attack adaptive: the model of this beta (reproduce's Table 7 checkpoint)")
     parser.add_argument("--runs", type=int, default=3, help="reference redraws (run 0 = the dataset's own split)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="write the report (markdown) here")
@@ -143,7 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         study = Study(load_for_reproduce("npz", args.path), archs=(args.arch,), models_dir=Path(args.models_dir),
                       attacks=(args.attack,), train_subset=args.train_subset, epochs=args.epochs, progress=False)
-    run = study.model(args.arch, args.attack)
+    if (args.beta is None) != (args.attack != "adaptive"):
+        parser.error(f"--beta: expected with --attack adaptive only, got --attack {args.attack} --beta {args.beta}")
+    if args.beta is None:
+        run = study.model(args.arch, args.attack)
+    else:
+        run = study.model(args.arch, "adaptive", name=adaptive_name(study.data.name, args.arch, args.beta),
+                          beta=args.beta)
     results = []
     for r in range(args.runs):
         reference, benign = study.redraw(r)
@@ -159,11 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{f' --train-subset {args.train_subset}' if args.train_subset else ''}"
         f"{f' --epochs {args.epochs}' if args.epochs else ''}")
     command = (f"python benchmarks/trajectory_diagnosis.py{data_args} --arch {args.arch} --attack {args.attack} "
+               f"{f'--beta {args.beta:g} ' if args.beta is not None else ''}"
                f"--runs {args.runs}{f' --max-eval {args.max_eval}' if args.max_eval else ''} --threads {args.threads}"
                f"{' --out ' + args.out if args.out else ''}")
     model_from = "the zoo's model" if args.dataset == "digits" else f"the model in {args.models_dir}"
     lines = [
-        f"# Trajectory score variants: {study.data.name}, {args.arch} + {args.attack}",
+        f"# Trajectory score variants: {study.data.name}, {args.arch} + {args.attack}"
+        f"{f' (beta {args.beta:g})' if args.beta is not None else ''}",
         "",
         f"Command: `{command}`; {model_from}; {args.runs} reference redraws (run 0 = the dataset's own split; "
         f"{facts['n_reference']} reference, {facts['n_benign']} benign + {facts['n_poisoned']} poisoned evaluation "
