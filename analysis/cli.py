@@ -324,8 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="seconds before an idle visitor's kernel is shut down (0 = never)")
     classroom.set_defaults(func=_classroom)
 
-    offline = sub.add_parser("offline-html", help="make HTML figures under FOLDER load one FOLDER/plotly.min.js (CDN links and per-folder copies)",
-                             epilog=_EPILOG)
+    offline = sub.add_parser("offline-html", epilog=_EPILOG,
+                             help="make HTML figures under FOLDER load one FOLDER/plotly.min.js "
+                                  "(CDN links and per-folder copies)")
     offline.add_argument("folder", help="folder searched recursively for *.html (e.g. docs/results)")
     offline.set_defaults(func=_offline_html)
     return parser
