@@ -223,23 +223,27 @@ def make_html_offline(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise NotADirectoryError(f"folder: expected a directory, got {str(folder)!r}")
     shared = folder / PLOTLY_JS
-    rewritten, copies = [], set()
+    same_as_shared: dict[Path, bool] = {}  # per folder copy, compared once (plotly.js is ~4.7 MB)
+
+    def is_duplicate(copy: Path) -> bool:
+        if copy not in same_as_shared:
+            same_as_shared[copy] = copy.read_bytes() == _write_plotly_js(folder).read_bytes()
+        return same_as_shared[copy]
+
+    rewritten = []
     for page in sorted(folder.rglob("*.html")):
         text = page.read_text(encoding="utf-8")
-        source = Path(os.path.relpath(shared, page.parent)).as_posix()
-        local, count = _REMOTE_PLOTLY.subn(f'<script charset="utf-8" src="{source}"></script>', text)
+        tag = f'<script charset="utf-8" src="{Path(os.path.relpath(shared, page.parent)).as_posix()}"></script>'
+        local, count = _REMOTE_PLOTLY.subn(tag, text)
         copy = page.parent / PLOTLY_JS
-        if page.parent != folder and copy.is_file() and _OWN_PLOTLY.search(local):
-            _write_plotly_js(folder)
-            if copy.read_bytes() == shared.read_bytes():
-                local, moved = _OWN_PLOTLY.subn(f'<script charset="utf-8" src="{source}"></script>', local)
-                count += moved
-                copies.add(copy)
+        if page.parent != folder and copy.is_file() and _OWN_PLOTLY.search(local) and is_duplicate(copy):
+            local, moved = _OWN_PLOTLY.subn(tag, local)
+            count += moved
         if count:
             _write_plotly_js(folder)
             page.write_text(local, encoding="utf-8")
             rewritten.append(page)
-    for copy in copies:
+    for copy in [c for c, duplicate in same_as_shared.items() if duplicate]:
         if not any(_OWN_PLOTLY.search(page.read_text(encoding="utf-8")) for page in copy.parent.glob("*.html")):
             copy.unlink()  # the same bytes as the shared copy, and no page loads it any more
     return rewritten
