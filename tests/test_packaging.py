@@ -1,4 +1,4 @@
-"""The install paths agree: pyproject.toml (pip), environment.yml (conda), binder/ (Binder) and .ci/run (CI).
+"""The install paths agree: pyproject.toml (pip), requirements/lock.txt, environment.yml (conda), binder/ (Binder), .ci/run (CI).
 
 conda cannot be run here, so these files are compared as text: the same packages with the
 same version bounds, ``torch`` being ``pytorch-cpu`` on conda-forge.
@@ -94,14 +94,63 @@ def test_binder_postbuild_installs_the_package_without_dependencies():
     assert installs[0][:2] == ["pip", "install"] and "--no-deps" in installs[0] and installs[0][-2:] == ["-e", "."]
 
 
-def test_ci_runs_exactly_the_readme_test_command():
+def test_ci_runs_the_readme_quickstart_verbatim_in_a_fresh_virtualenv():
+    """``.ci/run`` makes a new venv and runs what ``tools/quickstart.py`` reads from the README, nothing else."""
     lines = [line.strip() for line in (ROOT / ".ci/run").read_text(encoding="utf-8").splitlines()]
     commands = [line for line in lines if line and not line.startswith("#")]
-    running = [line for line in commands if re.search(r"\b(pip|pytest)\b", line)]
+    assert any(re.fullmatch(r'python3 -m venv "\$VENV"', line) for line in commands)
+    assert 'source "$VENV/bin/activate"' in commands
+    assert "mapfile -t QUICKSTART < <(python3 tools/quickstart.py)" in commands
+    # no other install or test command: what runs is exactly the README's
+    assert not [line for line in commands if re.search(r"\b(pip|pytest)\b", line)]
+
+
+def test_the_quickstart_is_the_demo_then_the_whole_suite_on_two_workers():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quickstart", ROOT / "tools" / "quickstart.py")
+    quickstart = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quickstart)
+    commands = quickstart.quickstart_commands((ROOT / "README.md").read_text(encoding="utf-8"))
     # two workers: the two cores CI has; the cluster extra (Ray) so that tests/test_ray_backend.py runs, not skips
-    assert running == ['pip install -e ".[test,cluster]" && pytest -n 2']
-    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-    assert running[0] in [line.strip() for line in readme]  # the command users are told to run
+    assert commands == ["pip install -e . && python -m analysis demo", 'pip install -e ".[test,cluster]" && pytest -n 2']
+    with pytest.raises(ValueError, match="one-line bash blocks"):
+        quickstart.quickstart_commands("## Quickstart\n```bash\npip install a\npip install b\n```\n## Next\n")
+
+
+def _locked() -> dict[str, str]:
+    lines = (ROOT / "requirements" / "lock.txt").read_text(encoding="utf-8").splitlines()
+    pins = [line.split(";")[0].strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^=\s]+", pin) for pin in pins), "the lock holds == pins only"
+    return {pin.split("==")[0].lower().replace("_", "-"): pin.split("==")[1] for pin in pins}
+
+
+def test_the_lock_pins_every_requirement_inside_its_range():
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    locked = _locked()
+    for requirement in project["dependencies"] + extras["test"] + extras["cluster"]:
+        name, bound = _spec(requirement)
+        assert name in locked, f"requirements/lock.txt lacks {name}"
+        assert locked[name] in SpecifierSet(bound), f"lock has {name}=={locked[name]}, outside {bound}"
+
+
+@pytest.mark.parametrize("relative", ["environment.yml", "binder/environment.yml"])
+def test_the_lock_satisfies_the_conda_environments(relative):
+    from packaging.specifiers import SpecifierSet
+
+    locked = {PIP_TO_CONDA.get(name, name): version for name, version in _locked().items()}
+    conda, _ = _environment(ROOT / relative)
+    for name, bound in conda.items():
+        if name not in CONDA_ONLY:
+            assert locked[name] in SpecifierSet(bound), f"{relative}: {name}{bound} excludes the lock's {locked[name]}"
+
+
+def test_the_lock_is_documented():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "pip install -r requirements/lock.txt && pip install --no-deps -e ." in readme
 
 
 def test_every_public_module_declares_what_it_exports():
