@@ -56,7 +56,8 @@ class LayerNotRunError(RuntimeError):
 
 @contextmanager
 def capture(
-    model: nn.Module, names: Sequence[str], detach: bool = True, in_forward_order: bool = False
+    model: nn.Module, names: Sequence[str], detach: bool = True, in_forward_order: bool = False,
+    pool: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of the named modules during forward passes of ``model`` inside the ``with`` block.
 
@@ -67,7 +68,12 @@ def capture(
     block): its output would be ambiguous. ``detach=False`` keeps the outputs in the autograd graph
     (for losses on features). ``in_forward_order=True`` also raises when ``names`` are not listed in the
     order the modules finish in the forward pass (a layer-wise rule read over a reversed or shuffled list
-    would move the LOI without a word). All hooks are removed on exit, whether or not the block raised.
+    would move the LOI without a word). Each output is copied when the hook runs, so what is recorded is the
+    module's own output even when a later module rewrites it in place (``ReLU(inplace=True)``, ``out += identity``).
+    ``pool=True`` averages each output over its spatial positions
+    first (a ``[B, C, H, W]`` map becomes ``[B, C]``; 2-D outputs are unchanged), as
+    :class:`analysis.robust.LayerwiseGaussianDetector` reads features. All hooks are removed on exit,
+    whether or not the block raised.
 
     Examples
     --------
@@ -94,7 +100,15 @@ def capture(
                 raise LayerNotRunError(
                     f"layer {name!r} ran more than once in one forward pass, so its output is ambiguous; name a "
                     f"module that runs once (module paths, not torch.fx node names such as 'layer1.0.add')")
-            outputs[name] = (output.detach() if detach else output).flatten(1)
+            kept = output.detach() if detach else output
+            if pool and kept.dim() > 2:
+                kept = kept.mean(dim=tuple(range(2, kept.dim())))  # a new tensor: later in-place ops cannot reach it
+            else:
+                # a copy, not a view: the output's storage is often rewritten in place after this hook (torchvision's
+                # ReLU(inplace=True) after a BatchNorm, a residual block's `out += identity`), which would silently
+                # turn the captured features into another layer's; clone() keeps the autograd graph (detach=False)
+                kept = kept.clone()
+            outputs[name] = kept.flatten(1)
 
         return hook
 
@@ -128,17 +142,18 @@ def iter_features(
     layers: Sequence[str],
     batch_size: int = 256,
     in_forward_order: bool = False,
+    pool: bool = False,
 ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
     """Yield ``(features, logits)`` per batch: ``features[i]`` is ``[B, D_i]`` for ``layers[i]``.
 
     The model is put in eval mode (every submodule's mode restored afterwards) and run on its own device,
     in its own floating dtype (a float64 or float16 model gets float64 or float16 inputs); outputs stay on
-    that device. Images are checked first (:func:`analysis.validation.check_images`). ``in_forward_order``:
-    see :func:`capture`.
+    that device. Images are checked first (:func:`analysis.validation.check_images`). ``in_forward_order``
+    and ``pool``: see :func:`capture`.
     """
     images = check_images(data, "x")
     device, dtype = model_device(model), model_dtype(model)
-    with evaluation_mode(model), capture(model, layers, in_forward_order=in_forward_order) as outputs:
+    with evaluation_mode(model), capture(model, layers, in_forward_order=in_forward_order, pool=pool) as outputs:
         for start in range(0, len(images), batch_size):
             logits = model(images[start : start + batch_size].to(device, dtype))
             yield [outputs[name] for name in layers], logits

@@ -137,7 +137,8 @@ class FinePruning(Defense):
         captured: dict[str, torch.Tensor] = {}
 
         def keep(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            captured["out"] = output
+            # a copy: a later in-place op (ReLU(inplace=True), `out += identity`) would rewrite the output
+            captured["out"] = output.detach().clone() if isinstance(output, torch.Tensor) else output
 
         total, count = None, 0
         handle = module.register_forward_hook(keep)
