@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from .data import LabeledImages
 from .devices import evaluation_mode, model_device, model_dtype
-from .validation import check_images
+from .validation import check_images, check_model_output
 
 __all__ = ["LayerNotRunError", "capture", "extract_features", "iter_features", "paper_layers",
            "predict_classes", "resolve_layers"]
@@ -148,14 +148,15 @@ def iter_features(
 
     The model is put in eval mode (every submodule's mode restored afterwards) and run on its own device,
     in its own floating dtype (a float64 or float16 model gets float64 or float16 inputs); outputs stay on
-    that device. Images are checked first (:func:`analysis.validation.check_images`). ``in_forward_order``
+    that device. Images are checked first (:func:`analysis.validation.check_images`), and the model's output
+    (:func:`analysis.validation.check_model_output`: a logits tensor ``[N, classes]``, finite). ``in_forward_order``
     and ``pool``: see :func:`capture`.
     """
     images = check_images(data, "x")
     device, dtype = model_device(model), model_dtype(model)
     with evaluation_mode(model), capture(model, layers, in_forward_order=in_forward_order, pool=pool) as outputs:
         for start in range(0, len(images), batch_size):
-            logits = model(images[start : start + batch_size].to(device, dtype))
+            logits = check_model_output(model(images[start : start + batch_size].to(device, dtype)))
             yield [outputs[name] for name in layers], logits
 
 
@@ -186,5 +187,6 @@ def predict_classes(model: nn.Module, data: LabeledImages | torch.Tensor | np.nd
     device, dtype = model_device(model), model_dtype(model)
     with evaluation_mode(model):
         return np.concatenate(
-            [model(images[s : s + batch_size].to(device, dtype)).argmax(1).cpu().numpy() for s in range(0, len(images), batch_size)]
+            [check_model_output(model(images[s : s + batch_size].to(device, dtype))).argmax(1).cpu().numpy()
+             for s in range(0, len(images), batch_size)]
         )

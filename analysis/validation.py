@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
-__all__ = ["NotFittedError", "RANGE_TOLERANCE", "check_choice", "check_images", "check_int", "check_number",
-           "describe"]
+__all__ = ["NotFittedError", "RANGE_TOLERANCE", "check_choice", "check_finite_tensor", "check_images", "check_int",
+           "check_model_output", "check_number", "describe"]
 
 class NotFittedError(_SklearnNotFittedError, RuntimeError):
     """An estimator (detector, defense) or an attack was used before ``fit`` (or ``prepare``).
@@ -116,6 +116,57 @@ def _extremes(images: torch.Tensor) -> tuple[float, float]:
         images = images.to(torch.uint8)
     low, high = torch.aminmax(images)
     return float(low), float(high)
+
+
+# ---------------------------------------------------------------------- model outputs
+def check_model_output(output: Any, name: str = "model") -> torch.Tensor:
+    """``output`` of a model's forward pass, checked to be a finite logits tensor ``[N, classes]``; returns it.
+
+    One check for every place the toolkit reads a model's prediction (the defenses, through
+    :func:`analysis.defenses.base.evaluating`; :func:`analysis.features.iter_features` and
+    :func:`analysis.features.predict_classes`). A tuple or dict (e.g. ``(logits, features)``, a Hugging Face
+    output) raises a TypeError; a tensor that is not 2-D, a ValueError; NaN or inf logits, a ValueError that
+    says which and how many, because each would otherwise pass through a defense as a wrong answer (NaN
+    scores are never above a threshold, so nothing is flagged; argmax of NaN logits is class 0).
+
+    Examples
+    --------
+    >>> import torch
+    >>> check_model_output((torch.zeros(2, 3), torch.zeros(2, 8)))
+    Traceback (most recent call last):
+    ...
+    TypeError: model: a model must return a logits tensor [N, classes], got a tuple; ...
+    >>> check_model_output(torch.tensor([[0.0, float("nan")], [1.0, 2.0]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: model: returned NaN logits for 1 of 2 inputs...
+    """
+    if not isinstance(output, torch.Tensor):
+        kind = {tuple: "a tuple", list: "a list", dict: "a dict"}.get(type(output), type(output).__name__)
+        if isinstance(output, dict):
+            kind = f"a {type(output).__name__} with keys {list(output)[:5]}"
+        raise TypeError(f"{name}: a model must return a logits tensor [N, classes], got {kind}; wrap it so that its "
+                        f"forward() returns the logits only (e.g. forward(x) = inner(x)[0] or inner(x)['logits'])")
+    if output.ndim != 2:
+        raise ValueError(f"{name}: a model must return a logits tensor [N, classes], got a tensor of shape "
+                         f"{tuple(output.shape)}")
+    return check_finite_tensor(output, name, what="logits")
+
+
+def check_finite_tensor(values: torch.Tensor, name: str, what: str = "values") -> torch.Tensor:
+    """``values`` if every entry is finite; otherwise a ValueError naming NaN and/or inf and how many rows have them."""
+    if values.is_floating_point() or values.is_complex():
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            flat = values.detach().reshape(len(values), -1) if values.ndim else values.detach().reshape(1, -1)
+            nan_rows = int(torch.isnan(flat).any(1).sum())
+            inf_rows = int(torch.isinf(flat).any(1).sum())
+            kinds = " and ".join(k for k, n in (("NaN", nan_rows), ("inf", inf_rows)) if n)
+            counts = ", ".join(f"{k}: {n}" for k, n in (("NaN", nan_rows), ("inf", inf_rows)) if n)
+            raise ValueError(f"{name}: returned {kinds} {what} for {max(nan_rows, inf_rows)} of {len(flat)} inputs "
+                             f"(rows with {counts}); a model with NaN or inf outputs (diverged training, float16 "
+                             f"overflow, a broken checkpoint) cannot be analysed")
+    return values
 
 
 # ---------------------------------------------------------------------- settings

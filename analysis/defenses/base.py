@@ -33,7 +33,8 @@ from ..data import LabeledImages
 from ..devices import evaluation_mode, model_device, model_dtype
 from ..detection import Detection
 from ..features import capture, predict_classes, resolve_layers
-from ..validation import NotFittedError, check_choice, check_images, check_int, check_number  # noqa: F401 (re-exported)
+from ..validation import (NotFittedError, check_choice, check_finite_tensor, check_images, check_int,  # noqa: F401
+                          check_model_output, check_number)
 
 Images = LabeledImages | torch.Tensor | np.ndarray
 
@@ -42,6 +43,8 @@ class Defense:
     """Base class of the defenses; see the module docstring for the contract."""
 
     _fitted_attribute = "fitted_"
+    #: whether the defense runs only float32 models (the layer-wise adapter runs any floating dtype)
+    _float32_only = True
 
     def fit(self, model: nn.Module, reference: LabeledImages | None = None, train: LabeledImages | None = None):
         raise NotImplementedError
@@ -57,12 +60,7 @@ class Defense:
     def _run(self, model: nn.Module, x: Images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(suspicion, decision, flagged)``, each ``[N]``; ``flagged = decision < 0``."""
         self._check_fitted()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        if model_dtype(model) != torch.float32:
-            raise ValueError(f"model: the baseline defenses run float32 models, got {type(model).__name__} with "
-                             f"{model_dtype(model)} parameters; pass a float32 model "
-                             f"(model.float() converts it in place; copy.deepcopy(model).float() leaves it as it is)")
+        check_model(model, float32_only=self._float32_only)
         self._check_settings()
         scores, decision = self._detect(model, as_images(x, "x"))
         decision = np.asarray(decision, dtype=np.float64)
@@ -109,7 +107,8 @@ class StatelessDefense(Defense):
     """A defense with nothing to learn (it transforms each input on its own): ``fit`` checks the settings only."""
 
     def fit(self, model: nn.Module, reference: LabeledImages | None = None, train: LabeledImages | None = None):
-        """Nothing to learn; checks the settings and returns ``self``."""
+        """Nothing to learn; checks the model and the settings and returns ``self``."""
+        check_model(model, float32_only=self._float32_only)
         self._check_settings()
         self.fitted_ = True
         return self
@@ -146,11 +145,38 @@ def check_layers(model: nn.Module, layers: str | Sequence[str] | None) -> list[s
 
 
 # ---------------------------------------------------------------------- model helpers
+def check_model(model: Any, name: str = "model", float32_only: bool = True) -> nn.Module:
+    """``model`` if it is a ``torch.nn.Module`` (float32 with ``float32_only``); a TypeError or ValueError otherwise."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name}: expected a torch.nn.Module, got {type(model).__name__}")
+    if float32_only and model_dtype(model) != torch.float32:
+        raise ValueError(f"{name}: the baseline defenses run float32 models, got {type(model).__name__} with "
+                         f"{model_dtype(model)} parameters; pass a float32 model "
+                         f"(model.float() converts it in place; copy.deepcopy(model).float() leaves it as it is)")
+    return model
+
+
 @contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no autograd inside the block; every submodule's mode is restored on exit."""
-    with evaluation_mode(model), torch.no_grad():
-        yield model
+def evaluating(model: nn.Module, name: str = "model") -> Iterator[nn.Module]:
+    """Eval mode and no autograd inside the block; every submodule's mode is restored on exit.
+
+    The one place where the defenses run a model: it must be a float32 ``nn.Module`` (:func:`check_model`),
+    and every forward pass inside the block has its output checked
+    (:func:`analysis.validation.check_model_output`: a logits tensor ``[N, classes]``, no NaN or inf), so a
+    tuple, a dict or non-finite logits raise a clear error instead of a late internal one or a silent
+    "not flagged".
+    """
+    check_model(model, name)
+
+    def check_output(_module: nn.Module, _inputs: tuple, output: Any) -> None:
+        check_model_output(output, name)
+
+    handle = model.register_forward_hook(check_output)
+    try:
+        with evaluation_mode(model), torch.no_grad():
+            yield model
+    finally:
+        handle.remove()
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -234,12 +260,15 @@ def features_of(
     with evaluating(model), capture(model, layers) as outputs:
         for start in range(0, len(images), batch_size):
             logits = model(images[start : start + batch_size].to(device))
+            for name in layers:
+                check_finite_tensor(outputs[name], f"layer {name!r} of the model", what="features")
             chunks.append(torch.cat([outputs[name] for name in layers], 1).double().cpu().numpy())
             predicted.append(logits.argmax(1).cpu().numpy())
     return np.concatenate(chunks), np.concatenate(predicted)
 
 
 __all__ = [
-    "Defense", "StatelessDefense", "as_images", "check_labeled", "check_layers", "class_margin", "doubt", "entropy",
+    "Defense", "StatelessDefense", "as_images", "check_labeled", "check_layers", "check_model", "class_margin", "doubt",
+    "entropy",
     "evaluating", "features_of", "signed_margin", "softmax64",
 ]

@@ -160,15 +160,15 @@ class IBDPSC(Defense):
         predicted = self._predict(model, images)
         device = model_device(model)
         doubt_sum = np.zeros(len(images))  # sum over copies of 1 - p_i(y(x) | x), exact in float64
-        with torch.no_grad():
-            counts = sorted(set(self.amplified_counts_))  # a capped count repeats: run its copy once, weigh it
-            for count in tqdm(counts, desc="IBD-PSC", disable=not self.progress):
-                amplified = amplified_copy(model, names[len(names) - count:], self.scale)
-                weight = self.amplified_counts_.count(count)
+        counts = sorted(set(self.amplified_counts_))  # a capped count repeats: run its copy once, weigh it
+        for count in tqdm(counts, desc="IBD-PSC", disable=not self.progress):
+            amplified = amplified_copy(model, names[len(names) - count:], self.scale)
+            weight = self.amplified_counts_.count(count)
+            with evaluating(amplified, f"model (its copy with the last {count} BatchNorm layers amplified)"):
                 for s in range(0, len(images), self.batch_size):
                     logits = amplified(images[s : s + self.batch_size].to(device))
                     doubt_sum[s : s + len(logits)] += weight * doubt(logits, predicted[s : s + len(logits)])
-                del amplified
+            del amplified
         mean_doubt = doubt_sum / len(self.amplified_counts_)  # = 1 - PSC
         scores = -np.log(np.maximum(mean_doubt, np.finfo(np.float64).tiny))
         return scores, mean_doubt - (1.0 - self.threshold)  # flagged iff PSC > threshold

@@ -29,6 +29,7 @@ class LayerwiseDefense(Defense):
     """Adapter: the paper's layer-wise detector with the defenses' ``fit / predict / suspicion / score_samples``."""
 
     _fitted_attribute = "detector_"
+    _float32_only = False  # the detector runs float64 and float16 models in their own dtype
 
     # The detector's signature, repeated so that get_params / repr / the registry see every setting
     # (scikit-learn's rule: explicit constructor arguments); a test keeps the two signatures identical.

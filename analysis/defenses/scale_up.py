@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from ..data import LabeledImages
 from ..devices import model_device
-from .base import Defense, as_images, check_choice, check_int, check_labeled, check_number, evaluating
+from .base import Defense, as_images, check_choice, check_int, check_labeled, check_model, check_number, evaluating
 
 MODES = ("data-free", "data-limited")
 
@@ -122,6 +122,7 @@ class ScaleUp(Defense):
     def fit(self, model: nn.Module, reference: LabeledImages | None = None, train=None) -> "ScaleUp":
         """Data-free: nothing to learn (a reference, if given, is only checked). Data-limited: per-class SPC statistics."""
         self._check_settings()
+        check_model(model)
         if self.mode == "data-free":
             if reference is not None:
                 check_labeled(reference, "reference")

@@ -60,7 +60,8 @@ from tqdm.auto import tqdm
 from ..data import LabeledImages
 from ..devices import model_device
 from ..features import capture, paper_layers, resolve_layers
-from .base import Defense, as_images, check_choice, check_int, check_labeled, check_number, evaluating
+from .base import (Defense, as_images, check_choice, check_finite_tensor, check_int, check_labeled, check_number,
+                   evaluating)
 
 #: floor of every variance in the probabilistic-PCA distance, in standardised units
 MIN_VARIANCE = 1e-3
@@ -150,7 +151,8 @@ class TED(Defense):
         with evaluating(model), capture(model, layers) as outputs:
             for start in tqdm(range(0, len(images), self.batch_size), desc="TED", disable=not self.progress):
                 logits = model(images[start : start + self.batch_size].to(device))
-                features = [outputs[name].float().cpu() for name in layers]
+                features = [check_finite_tensor(outputs[name], f"layer {name!r} of the model", what="features")
+                            .float().cpu() for name in layers]
                 if self.metric == "cosine":
                     features = [torch.nn.functional.normalize(f, dim=1) for f in features]
                 yield features, logits.argmax(1).cpu().numpy()
