@@ -14,13 +14,13 @@ N = 16  # inputs per test
 FAST = {  # small budgets so every defense runs in well under a second here
     "rs": {"n_samples": 4}, "shrinkpad": {}, "fp": {"finetune": TrainConfig(epochs=1)},
     "ac": {"n_components": 2}, "strip": {"n_blends": 4}, "scan": {}, "layerwise": {},
-    "scale-up": {}, "ibd-psc": {}, "ted": {"n_components": 2},
+    "scale-up": {}, "ibd-psc": {}, "ted": {"n_components": 2}, "layerwise-gaussian": {"target_fpr": 0.2},
 }
 
 THRESHOLD_OF = {  # the defenses that threshold their suspicion score, and where each keeps its threshold
     "scale-up": lambda d: d.threshold, "scan": lambda d: d.threshold, "ted": lambda d: d.threshold_,
     "strip": lambda d: -d.threshold_,  # suspicion = -entropy, flagged when the entropy is below threshold_
-    "ac": lambda d: 1.0 - d.size_threshold, "layerwise": lambda d: 2.5,
+    "ac": lambda d: 1.0 - d.size_threshold, "layerwise": lambda d: 2.5, "layerwise-gaussian": lambda d: d.threshold_,
 }
 # RS, ShrinkPad and Fine-Pruning flag a changed prediction (their decision is a class margin, tested below);
 # IBD-PSC thresholds 1 - PSC while its suspicion is -log(1 - PSC), so its decision is a monotone map of the
@@ -35,10 +35,10 @@ def setup():
     return model, reference, torch.rand(N, 3, 32, 32)
 
 
-def test_registry_holds_the_six_paper_defenses_the_recent_ones_and_the_adapter():
+def test_registry_holds_the_six_paper_defenses_the_recent_ones_the_adapter_and_the_gaussian_option():
     assert sorted(DEFENSES) == ["ac", "fp", "rs", "scan", "shrinkpad", "strip"]
     assert sorted(RECENT_DEFENSES) == ["ibd-psc", "scale-up", "ted"]
-    assert sorted(DETECTORS) == sorted([*DEFENSES, *RECENT_DEFENSES, "layerwise"])
+    assert sorted(DETECTORS) == sorted([*DEFENSES, *RECENT_DEFENSES, "layerwise", "layerwise-gaussian"])
     with pytest.raises(ValueError, match="unknown defense 'nc'"):
         build_defense("nc")
     with pytest.raises(TypeError, match="settings of defense 'rs'"):

@@ -29,13 +29,15 @@ name           class                                        flags an input when
 =============  ==========================================  =========================================
 
 ``DETECTORS`` holds the six, the three recent ones and ``"layerwise"``:
-:class:`LayerwiseDefense`, the paper's detector behind the same interface.
+:class:`LayerwiseDefense`, the paper's detector behind the same interface, and ``"layerwise-gaussian"``:
+:class:`LayerwiseGaussianDetector` (not in the paper: per-layer class Gaussians, a threshold for a target FPR).
 """
 from __future__ import annotations
 
 from .activation_clustering import ActivationClustering
 from .base import Defense
 from .fine_pruning import FinePruning
+from .gaussian import LayerwiseGaussianDetector
 from .ibd_psc import IBDPSC
 from .layerwise import LayerwiseDefense
 from .randomized_smoothing import RandomizedSmoothing
@@ -57,8 +59,10 @@ DEFENSES: dict[str, type[Defense]] = {
 #: input-level detectors published after the paper (SCALE-UP 2023, IBD-PSC 2024, TED 2024)
 RECENT_DEFENSES: dict[str, type[Defense]] = {"scale-up": ScaleUp, "ibd-psc": IBDPSC, "ted": TED}
 
-#: the six baselines, the recent detectors and the paper's layer-wise detector (adapter), for comparison loops
-DETECTORS: dict[str, type[Defense]] = {**DEFENSES, **RECENT_DEFENSES, "layerwise": LayerwiseDefense}
+#: the six baselines, the recent detectors, the paper's layer-wise detector (adapter) and the layer-wise Gaussian
+#: detector calibrated for a low false-positive rate (not in the paper), for comparison loops
+DETECTORS: dict[str, type[Defense]] = {**DEFENSES, **RECENT_DEFENSES, "layerwise": LayerwiseDefense,
+                                       "layerwise-gaussian": LayerwiseGaussianDetector}
 
 
 def build_defense(name: str, **settings) -> Defense:
@@ -72,4 +76,5 @@ def build_defense(name: str, **settings) -> Defense:
 
 
 __all__ = ["DEFENSES", "DETECTORS", "RECENT_DEFENSES", "TED", "ActivationClustering", "Defense", "FinePruning", "IBDPSC",
-           "LayerwiseDefense", "RandomizedSmoothing", "SCAn", "STRIP", "ScaleUp", "ShrinkPad", "build_defense"]
+           "LayerwiseDefense", "LayerwiseGaussianDetector", "RandomizedSmoothing", "SCAn", "STRIP", "ScaleUp", "ShrinkPad",
+           "build_defense"]
