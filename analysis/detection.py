@@ -61,8 +61,9 @@ import torch.nn as nn
 
 from .data import LabeledImages
 from .features import iter_features, paper_layers
+from .fingerprint import check_same_model, model_fingerprint
 from .similarity import as_float64, cosine_to, euclidean_to, leave_one_out_cosine
-from .validation import NotFittedError, check_images, check_number
+from .validation import NotFittedError, check_images, check_number, same_setting
 
 __all__ = ["Detection", "LayerwiseDetector", "MAD_TO_STD", "MIN_CLASS_SAMPLES", "ReferenceWarning",
            "TRAJECTORY_STD_FLOOR", "check_reference_counts", "layer_of_interest"]
@@ -221,9 +222,34 @@ class LayerwiseDetector:
             raise TypeError(f"layers: expected a list of module paths in forward order, got the single string "
                             f"{self.layers!r}; write layers=[{self.layers!r}, ...]")
 
+    #: settings the fitted state (centroids, LOI, mu, sigma, ...) depends on: changed after fit, they are refused
+    #: with "refit"; the others (tau, batch_size, unknown_class) are read where they are used. ``target_fpr`` is
+    #: checked where the threshold is read (:meth:`_tau`): set to None it falls back to ``tau``; changed to another
+    #: rate, :meth:`calibrate` sets the threshold again.
+    _refit_settings = ("metric", "layers", "score_layers", "spread", "score")
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "mu_"):
             raise NotFittedError("this LayerwiseDetector is not fitted yet: call fit(model, reference) or fit_features(...)")
+        recorded = getattr(self, "fit_params_", None)
+        if recorded is not None:
+            current = self.get_params()
+            changed = [name for name in self._refit_settings if not same_setting(current[name], recorded[name])]
+            if changed:
+                raise ValueError(
+                    "; ".join(f"{name}: changed after fit (fitted with {recorded[name]!r}, now {current[name]!r})"
+                              for name in changed)
+                    + "; the fitted state depends on it: refit (fit(model, reference)), or set it back")
+
+    def unbind_model(self) -> "LayerwiseDetector":
+        """Forget which model :meth:`fit` saw (``model_fingerprint_ = None``), so that other models can be scored on purpose.
+
+        After :meth:`fit`, scoring a model whose weights differ from the fitted one's
+        (:func:`analysis.fingerprint.model_fingerprint`) raises :class:`analysis.fingerprint.ModelMismatchError`.
+        """
+        self._check_fitted()
+        self.model_fingerprint_ = None
+        return self
 
     # ------------------------------------------------------------------ fitting
     def fit_features(self, features: Sequence[ArrayLike], labels: ArrayLike) -> "LayerwiseDetector":
@@ -239,6 +265,7 @@ class LayerwiseDetector:
         similarities = self._reference_similarities(lambda: iter([(0, feats)]), labels_np,
                                                     [f"features[{i}]" for i in range(len(feats))])
         self.layer_names_, self.input_shape_ = None, None
+        self.model_fingerprint_ = None
         return self._fit_from_similarities(labels_np, *similarities)
 
     def fit(self, model: nn.Module, reference: LabeledImages) -> "LayerwiseDetector":
@@ -262,7 +289,9 @@ class LayerwiseDetector:
             batches, labels_np, [f"features of layer {i + 1} ({name})" for i, name in enumerate(names)])
         self.layer_names_ = names
         self.input_shape_ = tuple(reference.x.shape[1:])
-        return self._fit_from_similarities(labels_np, *similarities)
+        self._fit_from_similarities(labels_np, *similarities)
+        self.model_fingerprint_ = model_fingerprint(model)
+        return self
 
     def _reference_similarities(
         self, batches, labels: np.ndarray, layer_names: Sequence[str]
@@ -315,6 +344,7 @@ class LayerwiseDetector:
             if not fixed or bad:
                 raise ValueError(f"score_layers: expected layers in 1..{n_layers}, got {list(self.score_layers)}")
         values = cos if dist is None else dist
+        self.fit_params_ = _snapshot(self.get_params())
         self.reference_labels_, self.reference_similarity_, self.reference_distance_ = labels, cos, dist
         self.reference_similarity_loo_ = loo_cos
         self.n_layers_ = n_layers
@@ -394,6 +424,7 @@ class LayerwiseDetector:
 
         self.calibrated_tau_ = conformal_threshold(suspicion, self.target_fpr)
         self.calibration_, self.calibration_size_ = source, len(suspicion)
+        self.fit_params_["target_fpr"] = self.target_fpr  # the rate calibrated_tau_ is for
         if not np.isfinite(self.calibrated_tau_):
             warnings.warn(f"target_fpr={self.target_fpr}: {len(suspicion)} calibration scores are too few to reach it "
                           f"(at least {int(np.ceil(1 / self.target_fpr - 1))} are needed); nothing will be flagged",
@@ -407,8 +438,8 @@ class LayerwiseDetector:
         of their suspicion scores. If new benign inputs are drawn like ``x``, each is flagged with probability
         at most ``target_fpr``. Labels, when ``x`` has them, are not read.
         """
-        found = self.detect(model, x)  # checks fitted and inputs
-        return self.calibrate_scores(found.scores, found.predicted)
+        predicted, scores = self._scores(model, x)  # checks fitted, model and inputs; no threshold needed yet
+        return self.calibrate_scores(scores, predicted)
 
     def calibrate_scores(self, scores: ArrayLike, predicted: ArrayLike) -> "LayerwiseDetector":
         """:meth:`calibrate` from precomputed scores ``[N]`` (as :meth:`score_features` returns) and predicted classes."""
@@ -466,12 +497,22 @@ class LayerwiseDetector:
         other = LayerwiseDetector(**{**self.get_params(), "score_layers": score_layers})
         other._check_settings()
         other.layer_names_, other.input_shape_ = self.layer_names_, self.input_shape_
+        other.model_fingerprint_ = self.model_fingerprint_
         return other._fit_from_similarities(self.reference_labels_, self.centroids_, self.reference_similarity_,
                                             self.reference_similarity_loo_, self.reference_distance_)
 
-    def get_params(self) -> dict:
-        """The constructor's settings (as scikit-learn's ``get_params``)."""
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's settings (as scikit-learn's ``get_params``; ``deep`` is accepted and has no effect)."""
         return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
+
+    def set_params(self, **params) -> "LayerwiseDetector":
+        """Set constructor settings by name (as scikit-learn's ``set_params``); returns ``self``.
+
+        After :meth:`fit`, ``tau``, ``batch_size`` and ``unknown_class`` take effect at the next call; a changed
+        ``metric``, ``layers``, ``score_layers``, ``spread`` or ``score`` is refused at the next call with a
+        ValueError asking to refit, and a changed ``target_fpr`` asks for :meth:`calibrate` or a refit.
+        """
+        return _set_params(self, params)
 
     # ------------------------------------------------------------------ scoring
     def _score_block(self, feats: Sequence[ArrayLike | None], predicted: np.ndarray) -> np.ndarray:
@@ -507,6 +548,10 @@ class LayerwiseDetector:
         if self.target_fpr is not None:
             if not hasattr(self, "calibrated_tau_"):
                 raise NotFittedError("target_fpr was set after fit: fit again, or call calibrate(model, benign)")
+            calibrated_for = getattr(self, "fit_params_", {}).get("target_fpr", self.target_fpr)
+            if not same_setting(self.target_fpr, calibrated_for):
+                raise ValueError(f"target_fpr: changed after fit (calibrated for {calibrated_for!r}, now "
+                                 f"{self.target_fpr!r}); refit, or call calibrate(model, benign)")
             return self.calibrated_tau_
         return _check_tau(self.tau, "tau (the detector's setting)")
 
@@ -583,7 +628,13 @@ class LayerwiseDetector:
 
     def detect(self, model: nn.Module, x: LabeledImages | ArrayLike) -> Detection:
         """Predicted class, score and flag of every input; hooks only the layers the fitted classes score on."""
+        predicted, scores = self._scores(model, x)
+        return Detection(predicted, scores, self.flag_scores(scores, predicted))
+
+    def _scores(self, model: nn.Module, x: LabeledImages | ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """``(predicted [N], raw scores [N])``, batch by batch, hooking only the layers the fitted classes score on."""
         needed = self._model_layers_needed()
+        check_same_model(self, model)
         images = self._check_inputs(x)
         predicted, scores = [], []
         for _, (feats, logits) in _batched(model, images, [self.layer_names_[l - 1] for l in needed], self.batch_size):
@@ -594,8 +645,7 @@ class LayerwiseDetector:
             batch_pred = logits.argmax(1).cpu().numpy()
             predicted.append(batch_pred)
             scores.append(self._score_block(full, batch_pred))
-        predicted_np, scores_np = np.concatenate(predicted), np.concatenate(scores)
-        return Detection(predicted_np, scores_np, self.flag_scores(scores_np, predicted_np))
+        return np.concatenate(predicted), np.concatenate(scores)
 
     def score_samples(self, model: nn.Module, x: LabeledImages | ArrayLike) -> np.ndarray:
         """scikit-learn's direction, ``[N]`` higher = more normal, for every metric and score: ``-suspicion``.
@@ -651,6 +701,7 @@ class LayerwiseDetector:
         ``classes``: one class for all inputs, one per input, or None for the predicted class.
         """
         self._model_layers_needed()
+        check_same_model(self, model)
         images = self._check_inputs(x)
         fixed = None
         if classes is not None:
@@ -665,6 +716,25 @@ class LayerwiseDetector:
 
 
 # ---------------------------------------------------------------------- helpers
+def _snapshot(params: dict) -> dict:
+    """A copy of ``params`` that later in-place changes of the settings (``det.layers.append(...)``) cannot reach."""
+    import copy
+
+    return copy.deepcopy(params)
+
+
+def _set_params(estimator, params: dict):
+    """scikit-learn's ``set_params`` for an estimator whose settings are its constructor's arguments."""
+    valid = estimator.get_params()
+    unknown = [name for name in params if name not in valid]
+    if unknown:
+        raise ValueError(f"set_params: unknown setting(s) {unknown} for {type(estimator).__name__}; "
+                         f"valid: {sorted(valid)}")
+    for name, value in params.items():
+        setattr(estimator, name, value)
+    return estimator
+
+
 def _check_tau(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not np.isfinite(value) or value < 0:

@@ -24,7 +24,7 @@ import torch
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
 __all__ = ["NotFittedError", "RANGE_TOLERANCE", "check_choice", "check_finite_tensor", "check_images", "check_int",
-           "check_model_output", "check_number", "describe"]
+           "check_model_output", "check_number", "describe", "same_setting"]
 
 class NotFittedError(_SklearnNotFittedError, RuntimeError):
     """An estimator (detector, defense) or an attack was used before ``fit`` (or ``prepare``).
@@ -182,6 +182,28 @@ def check_number(value: Any, name: str, low: float, high: float, low_open: bool 
     if not ok:
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
+
+
+def same_setting(a: Any, b: Any) -> bool:
+    """Whether two values of one setting are the same: lists and tuples compare by their items, arrays by value.
+
+    Used to tell a setting changed after ``fit`` (``[3, 5]`` and ``(3, 5)`` are the same setting).
+    """
+    def normal(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return tuple(normal(v) for v in value)
+        if isinstance(value, np.ndarray):
+            return tuple(normal(v) for v in value.tolist())
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+    a, b = normal(a), normal(b)
+    try:
+        equal = a == b
+        return bool(equal) or (isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b))
+    except Exception:  # objects without a usable ==: compare their repr
+        return repr(a) == repr(b)
 
 
 def check_choice(value: Any, name: str, options: Sequence[Any]) -> None:

@@ -61,6 +61,9 @@ class ActivationClustering(Defense):
 
     _fitted_attribute = "mean_"
 
+    #: changed after fit, these are refused (they decide the reference activations' statistics); the others are read where used
+    _refit_settings = ("layers",)
+
     def __init__(self, layers: Sequence[str] | None = None, *, n_components: int = 10,
                  reduction: Literal["ica", "pca"] = "ica", size_threshold: float = 0.35,
                  criterion: Literal["size", "reference"] = "size", batch_size: int = 256,

@@ -21,6 +21,8 @@ and name the attribute that marks them fitted in ``_fitted_attribute``.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -31,10 +33,11 @@ import torch.nn as nn
 
 from ..data import LabeledImages
 from ..devices import evaluation_mode, model_device, model_dtype
-from ..detection import Detection
+from ..detection import Detection, _set_params
+from ..fingerprint import check_same_model, model_fingerprint
 from ..features import capture, predict_classes, resolve_layers
 from ..validation import (NotFittedError, check_choice, check_finite_tensor, check_images, check_int,  # noqa: F401
-                          check_model_output, check_number)
+                          check_model_output, check_number, same_setting)
 
 Images = LabeledImages | torch.Tensor | np.ndarray
 
@@ -45,6 +48,44 @@ class Defense:
     _fitted_attribute = "fitted_"
     #: whether the defense runs only float32 models (the layer-wise adapter runs any floating dtype)
     _float32_only = True
+    #: settings the fitted state depends on: changed after ``fit`` (attribute or :meth:`set_params`), they are
+    #: refused with "refit"; every other setting is read where it is used, so a change takes effect at the next call
+    _refit_settings: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Every subclass's ``fit`` records the model's fingerprint and the fitted settings (:meth:`_record_fit`)."""
+        super().__init_subclass__(**kwargs)
+        fit = cls.__dict__.get("fit")
+        if fit is None or getattr(fit, "_records_fit", False):
+            return
+
+        @functools.wraps(fit)
+        def recording_fit(self, model, *args, **kwargs):
+            result = fit(self, model, *args, **kwargs)
+            self._record_fit(model)
+            return result
+
+        recording_fit._records_fit = True
+        cls.fit = recording_fit
+
+    def _record_fit(self, model: nn.Module | None) -> None:
+        """``model_fingerprint_`` (None without a model, e.g. ``fit_features``) and ``fit_params_`` (the settings)."""
+        self.model_fingerprint_ = model_fingerprint(model) if isinstance(model, nn.Module) else None
+        self.fit_params_ = copy.deepcopy(self.get_params())
+
+    def _fixed_settings(self) -> tuple[str, ...]:
+        """The settings refused when changed after fit (:attr:`_refit_settings`; a subclass may decide per fit)."""
+        return self._refit_settings
+
+    def unbind_model(self) -> "Defense":
+        """Forget which model ``fit`` saw (``model_fingerprint_ = None``), so that other models can be scored on purpose.
+
+        After ``fit``, scoring a model whose weights differ from the fitted one's
+        (:func:`analysis.fingerprint.model_fingerprint`) raises :class:`analysis.fingerprint.ModelMismatchError`.
+        """
+        self._check_fitted()
+        self.model_fingerprint_ = None
+        return self
 
     def fit(self, model: nn.Module, reference: LabeledImages | None = None, train: LabeledImages | None = None):
         raise NotImplementedError
@@ -56,11 +97,21 @@ class Defense:
     def _check_fitted(self) -> None:
         if not hasattr(self, self._fitted_attribute):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(model, reference) first")
+        recorded = getattr(self, "fit_params_", None)
+        if recorded is not None:
+            current = self.get_params()
+            changed = [name for name in self._fixed_settings() if not same_setting(current[name], recorded[name])]
+            if changed:
+                raise ValueError(
+                    "; ".join(f"{name}: changed after fit (fitted with {recorded[name]!r}, now {current[name]!r})"
+                              for name in changed)
+                    + f"; the fitted state of this {type(self).__name__} depends on it: refit, or set it back")
 
     def _run(self, model: nn.Module, x: Images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(suspicion, decision, flagged)``, each ``[N]``; ``flagged = decision < 0``."""
         self._check_fitted()
         check_model(model, float32_only=self._float32_only)
+        check_same_model(self, model)
         self._check_settings()
         scores, decision = self._detect(model, as_images(x, "x"))
         decision = np.asarray(decision, dtype=np.float64)
@@ -94,10 +145,18 @@ class Defense:
         scores, _, flagged = self._run(model, x)
         return Detection(predict_classes(model, as_images(x, "x")), scores, flagged)
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor settings, by name (as in scikit-learn)."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor settings, by name (as in scikit-learn; ``deep`` is accepted and has no effect)."""
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params) -> "Defense":
+        """Set constructor settings by name (as in scikit-learn); returns ``self``.
+
+        After ``fit``, a setting the fitted state depends on (``_refit_settings``) is refused at the next
+        call with a ValueError asking to refit; the others take effect at the next call.
+        """
+        return _set_params(self, params)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"

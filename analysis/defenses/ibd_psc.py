@@ -103,6 +103,8 @@ class IBDPSC(Defense):
     """
 
     _fitted_attribute = "amplified_counts_"
+    #: changed after fit, these are refused (they decide the amplified layer counts); the others are read where used
+    _refit_settings = ("scale", "n_models", "error_bound")
 
     def __init__(self, scale: float = 1.5, *, n_models: int = 5, error_bound: float = 0.6, threshold: float = 0.9,
                  batch_size: int = 256, progress: bool = False) -> None:

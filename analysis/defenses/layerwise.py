@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from ..data import LabeledImages
 from ..detection import Detection, LayerwiseDetector
+from ..fingerprint import check_same_model
 from .base import Defense, Images, as_images, check_labeled, signed_margin
 
 
@@ -59,6 +60,10 @@ class LayerwiseDefense(Defense):
 
     def detect(self, model: nn.Module, x: Images) -> Detection:
         self._check_fitted()
+        # settings changed on the adapter after fit reach the detector, whose own rules apply: tau, batch_size and
+        # unknown_class take effect, a setting its fitted state depends on is refused with "refit"
+        self.detector_.set_params(**self.get_params())
+        check_same_model(self, model)
         raw = self.detector_.detect(model, as_images(x, "x"))
         return Detection(raw.predicted, self.suspicion_of(raw), raw.flagged)
 
@@ -68,6 +73,12 @@ class LayerwiseDefense(Defense):
         # flags, so rounding at the boundary, and classes without reference samples, follow them
         margin = self.detector_._tau(None) - found.scores
         return found.scores, signed_margin(margin, found.flagged)
+
+    def unbind_model(self) -> "LayerwiseDefense":
+        """Forget which model ``fit`` saw, here and in ``detector_``, so that other models can be scored on purpose."""
+        super().unbind_model()
+        self.detector_.unbind_model()
+        return self
 
     def suspicion_of(self, detection: Detection) -> np.ndarray:
         """Per-class normalised suspicion ``[N]`` of a raw :class:`Detection` of ``detector_``."""

@@ -100,6 +100,11 @@ class ScaleUp(Defense):
     and ``reference_spc_`` (float64 ``[M]``, NaN for misclassified reference images).
     """
 
+    def _fixed_settings(self) -> tuple[str, ...]:
+        """``mode`` is refused when changed after fit; ``scales`` too in data-limited mode (the class statistics
+        depend on them). ``threshold`` (and, data-free, ``scales``) are read where used."""
+        return ("mode", "scales") if self.fit_params_.get("mode") == "data-limited" else ("mode",)
+
     def __init__(self, scales: Sequence[float] = (3, 5, 7, 9, 11), *, threshold: float = 0.5,
                  mode: Literal["data-free", "data-limited"] = "data-free", batch_size: int = 256,
                  progress: bool = False) -> None:

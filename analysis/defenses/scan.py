@@ -139,6 +139,9 @@ class SCAn(Defense):
 
     _fitted_attribute = "s_e_"
 
+    #: changed after fit, these are refused (they decide the projection and the EM covariances); the others are read where used
+    _refit_settings = ("layers", "n_components", "reg", "max_iter")
+
     def __init__(self, layers: Sequence[str] | None = None, *, threshold: float = float(np.e),
                  n_components: int | None = None, reg: float = 1e-3, statistic: Literal["mean", "sum"] = "mean",
                  max_iter: int = 100, batch_size: int = 256, progress: bool = False) -> None:
@@ -191,6 +194,7 @@ class SCAn(Defense):
         self.whitening_ = vectors @ np.diag(1.0 / np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
         self.reference_projected_ = projected
         self.reference_labels_ = labels
+        self._record_fit(None)  # fit records the model's fingerprint after this
         return self
 
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

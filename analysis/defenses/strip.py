@@ -46,6 +46,8 @@ class STRIP(Defense):
     """
 
     _fitted_attribute = "threshold_"
+    #: changed after fit, these are refused (they decide the threshold, from blends of the reference images); the others are read where used
+    _refit_settings = ("n_blends", "alpha", "percentile", "seed")
 
     def __init__(self, n_blends: int = 100, *, alpha: float = 0.5, percentile: float = 10.0, batch_size: int = 64,
                  seed: int = 0, progress: bool = False) -> None:

@@ -60,8 +60,9 @@ from tqdm.auto import tqdm
 from ..data import LabeledImages
 from ..devices import model_device
 from ..features import capture, paper_layers, resolve_layers
-from .base import (Defense, as_images, check_choice, check_finite_tensor, check_int, check_labeled, check_number,
-                   evaluating)
+from ..fingerprint import check_same_model
+from .base import (Defense, as_images, check_choice, check_finite_tensor, check_int, check_labeled, check_model,
+                   check_number, evaluating)
 
 #: floor of every variance in the probabilistic-PCA distance, in standardised units
 MIN_VARIANCE = 1e-3
@@ -121,6 +122,8 @@ class TED(Defense):
     """
 
     _fitted_attribute = "threshold_"
+    #: changed after fit, these are refused (they decide the reference trajectories, the PCA and the threshold); the others are read where used
+    _refit_settings = ("layers", "metric", "n_components", "contamination", "seed")
 
     def __init__(self, layers: Sequence[str] | None = None, *, metric: Literal["euclidean", "cosine"] = "euclidean",
                  n_components: int | Literal["mle"] = "mle", contamination: float = 0.01, batch_size: int = 256,
@@ -218,6 +221,8 @@ class TED(Defense):
     def trajectories(self, model: nn.Module, x) -> np.ndarray:
         """int64 ``[N, L]``: each input's rank at every layer of ``layers_`` (see :func:`nearest_same_class_rank`)."""
         self._check_fitted()
+        check_model(model)
+        check_same_model(self, model)
         return self._trajectories(model, as_images(x, "x"))
 
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
