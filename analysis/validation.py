@@ -9,6 +9,8 @@ a detector, a defense or an attack, goes through :func:`check_images`:
 * values in ``[0, 1]`` (images normalised with a mean and std, or to [-1, 1], are refused: a model
   that expects normalised inputs normalises inside its ``forward``);
 * no NaN or inf;
+* (a warning, :class:`InputWarning`, not an error) not implausibly dark: a batch whose brightest value is
+  above 0 and below :data:`DARK_MAX` was most likely divided by 255 twice;
 * where a detector was fitted, the same ``C, H, W`` as its reference images.
 
 Each failure names the argument, what was expected and what was given, because every one of them
@@ -17,13 +19,14 @@ wholesale, a channels-last batch gets a trigger stamped on the wrong axes.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
-__all__ = ["NotFittedError", "RANGE_TOLERANCE", "check_choice", "check_finite_tensor", "check_images", "check_int",
+__all__ = ["DARK_MAX", "InputWarning", "NotFittedError", "RANGE_TOLERANCE", "check_choice", "check_finite_tensor", "check_images", "check_int",
            "check_model_output", "check_number", "describe", "same_setting"]
 
 class NotFittedError(_SklearnNotFittedError, RuntimeError):
@@ -33,6 +36,17 @@ class NotFittedError(_SklearnNotFittedError, RuntimeError):
     scikit-learn catches it), and a ``RuntimeError`` as this toolkit raised before.
     """
 
+
+class InputWarning(UserWarning):
+    """Inputs that pass the contract but are implausible (e.g. an almost black batch: divided by 255 twice?).
+
+    Turn it into an error to refuse them: ``warnings.simplefilter("error", InputWarning)``.
+    """
+
+
+#: A batch whose largest value is above 0 and below this is "implausibly dark" (:class:`InputWarning`): images
+#: divided by 255 twice lie in [0, 1/255]; a natural image's brightest pixel is far above 5/255.
+DARK_MAX = 0.02
 
 #: Tolerance on the [0, 1] range: bilinear resizing and float arithmetic may leave values a hair outside.
 RANGE_TOLERANCE = 1e-5
@@ -105,6 +119,10 @@ def check_images(
                 "normalised inputs should normalise inside its forward()" if low < 0 else
                 "pixel values must lie in [0, 1]")
         raise ValueError(f"{name}: expected values in [0, 1], got values from {low:.4g} to {high:.4g}; {hint}")
+    if 0 < high < DARK_MAX:
+        warnings.warn(f"{name}: implausibly dark batch: every value is at most {high:.3g} (below {DARK_MAX}); were the "
+                      f"images divided by 255 twice? Pass pixel values in [0, 1] (8-bit images divided by 255 once)",
+                      InputWarning, stacklevel=2)
     if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
         raise ValueError(f"{name}: expected images of shape [N, {', '.join(map(str, image_shape))}] (the shape the "
                          f"detector was fitted on), got [N, {', '.join(map(str, images.shape[1:]))}]")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -33,7 +34,7 @@ import torch.nn as nn
 
 from ..data import LabeledImages
 from ..devices import evaluation_mode, model_device, model_dtype
-from ..detection import Detection, _set_params
+from ..detection import Detection, ReferenceWarning, _set_params
 from ..fingerprint import check_same_model, model_fingerprint
 from ..features import capture, predict_classes, resolve_layers
 from ..validation import (NotFittedError, check_choice, check_finite_tensor, check_images, check_int,  # noqa: F401
@@ -51,6 +52,9 @@ class Defense:
     #: settings the fitted state depends on: changed after ``fit`` (attribute or :meth:`set_params`), they are
     #: refused with "refit"; every other setting is read where it is used, so a change takes effect at the next call
     _refit_settings: tuple[str, ...] = ()
+    #: whether a NaN score is a documented answer (the layer-wise adapter: classes without reference samples, as
+    #: its ``unknown_class`` says); for every other defense a NaN score raises instead of counting as "not flagged"
+    _nan_scores_allowed = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         """Every subclass's ``fit`` records the model's fingerprint and the fitted settings (:meth:`_record_fit`)."""
@@ -114,8 +118,14 @@ class Defense:
         check_same_model(self, model)
         self._check_settings()
         scores, decision = self._detect(model, as_images(x, "x"))
-        decision = np.asarray(decision, dtype=np.float64)
-        return np.asarray(scores, dtype=np.float64), decision, decision < 0
+        scores, decision = np.asarray(scores, dtype=np.float64), np.asarray(decision, dtype=np.float64)
+        if not self._nan_scores_allowed:
+            nan = np.isnan(scores) | np.isnan(decision)
+            if nan.any():  # NaN < 0 is False: each would be reported as "not flagged"
+                raise ValueError(f"{type(self).__name__}: {int(nan.sum())} of {len(nan)} inputs got a NaN score (first "
+                                 f"at index {int(np.flatnonzero(nan)[0])}); refusing to report them as not flagged. "
+                                 f"Check the model and the reference set (degenerate features or statistics)")
+        return scores, decision, decision < 0
 
     def _check_settings(self) -> None:
         """Raise a ValueError naming the first bad setting (subclasses override)."""
@@ -310,6 +320,24 @@ def signed_margin(margin: np.ndarray, flagged: np.ndarray) -> np.ndarray:
     return np.where(flagged, np.fmin(margin, below), np.fmax(margin, 0.0))
 
 
+def warn_collapsed(predicted: np.ndarray, labels: np.ndarray | None, defense: str, stacklevel: int = 4) -> None:
+    """A :class:`analysis.detection.ReferenceWarning` when the model predicts every reference image as one class.
+
+    A collapsed model (or reference images it cannot read: wrong scale, wrong preprocessing) makes a defense's
+    reference statistics meaningless: TED's neighbour ranks, SCALE-UP's consistency (every scaled copy keeps
+    the one class, so everything is flagged). ``labels``: the reference labels; no warning when they hold a
+    single class themselves.
+    """
+    predicted = np.asarray(predicted)
+    if len(predicted) < 2 or len(np.unique(predicted)) > 1:
+        return
+    if labels is not None and len(np.unique(np.asarray(labels))) < 2:
+        return
+    warnings.warn(f"reference: the model predicts all {len(predicted)} reference images as class {int(predicted[0])} "
+                  f"(a collapsed model, or images it cannot read); {defense}'s statistics and flags are meaningless "
+                  f"for such a model", ReferenceWarning, stacklevel=stacklevel)
+
+
 def features_of(
     model: nn.Module, images: torch.Tensor, layers: Sequence[str], batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -328,6 +356,6 @@ def features_of(
 
 __all__ = [
     "Defense", "StatelessDefense", "as_images", "check_labeled", "check_layers", "check_model", "class_margin", "doubt",
-    "entropy",
+    "entropy", "warn_collapsed",
     "evaluating", "features_of", "signed_margin", "softmax64",
 ]

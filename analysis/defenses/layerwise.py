@@ -31,6 +31,7 @@ class LayerwiseDefense(Defense):
 
     _fitted_attribute = "detector_"
     _float32_only = False  # the detector runs float64 and float16 models in their own dtype
+    _nan_scores_allowed = True  # classes without reference samples score NaN, flagged or not as unknown_class says
 
     # The detector's signature, repeated so that get_params / repr / the registry see every setting
     # (scikit-learn's rule: explicit constructor arguments); a test keeps the two signatures identical.

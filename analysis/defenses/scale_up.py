@@ -55,7 +55,8 @@ from tqdm.auto import tqdm
 
 from ..data import LabeledImages
 from ..devices import model_device
-from .base import Defense, as_images, check_choice, check_int, check_labeled, check_model, check_number, evaluating
+from .base import (Defense, as_images, check_choice, check_int, check_labeled, check_model, check_number, evaluating,
+                   warn_collapsed)
 
 MODES = ("data-free", "data-limited")
 
@@ -129,14 +130,20 @@ class ScaleUp(Defense):
         self._check_settings()
         check_model(model)
         if self.mode == "data-free":
-            if reference is not None:
+            if reference is not None:  # nothing to learn; one pass to see whether the model has collapsed
                 check_labeled(reference, "reference")
+                images = as_images(reference, "reference")
+                with evaluating(model):
+                    predicted = np.concatenate([model(images[s : s + self.batch_size].to(model_device(model)))
+                                                .argmax(1).cpu().numpy() for s in range(0, len(images), self.batch_size)])
+                warn_collapsed(predicted, reference.y.cpu().numpy(), "SCALE-UP")
             self.fitted_ = True
             return self
         check_labeled(reference, "reference", min_size=2)
         spc, predicted = scaled_prediction_consistency(model, as_images(reference, "reference"), self.scales,
                                                        self.batch_size, self.progress)
         labels = reference.y.cpu().numpy()
+        warn_collapsed(predicted, labels, "SCALE-UP")
         kept = predicted == labels
         if kept.sum() < 2:
             raise ValueError(f"reference: data-limited SCALE-UP needs at least 2 reference images the model classifies "

@@ -62,7 +62,7 @@ from ..devices import model_device
 from ..features import capture, paper_layers, resolve_layers
 from ..fingerprint import check_same_model
 from .base import (Defense, as_images, check_choice, check_finite_tensor, check_int, check_labeled, check_model,
-                   check_number, evaluating)
+                   check_number, evaluating, warn_collapsed)
 
 #: floor of every variance in the probabilistic-PCA distance, in standardised units
 MIN_VARIANCE = 1e-3
@@ -195,6 +195,7 @@ class TED(Defense):
         features = [torch.cat([b[0][i] for b in batches]) for i in range(len(layers))]
         predicted = np.concatenate([b[1] for b in batches])
         labels = reference.y.cpu().numpy()
+        warn_collapsed(predicted, labels, "TED")
         kept = predicted == labels
         n_kept = int(kept.sum())
         if n_kept < 2:
