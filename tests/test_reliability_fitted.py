@@ -242,3 +242,12 @@ def test_clone_round_trip(setup, name):
     assert not any(key.endswith("_") for key in vars(unfitted))  # learned state is not carried over
     with pytest.raises(NotFittedError):
         unfitted.predict(model, torch.rand(2, 3, 32, 32))
+
+
+def test_fingerprint_docstring_examples_run():
+    import doctest
+
+    import analysis.fingerprint
+
+    result = doctest.testmod(analysis.fingerprint, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -77,6 +77,10 @@ class Defense:
         self.model_fingerprint_ = model_fingerprint(model) if isinstance(model, nn.Module) else None
         self.fit_params_ = copy.deepcopy(self.get_params())
 
+    def _check_same_model(self, model: nn.Module) -> None:
+        """:class:`analysis.fingerprint.ModelMismatchError` unless ``model`` is the one ``fit`` saw (or after ``unbind_model``)."""
+        check_same_model(self, model)
+
     def _fixed_settings(self) -> tuple[str, ...]:
         """The settings refused when changed after fit (:attr:`_refit_settings`; a subclass may decide per fit)."""
         return self._refit_settings
@@ -115,7 +119,7 @@ class Defense:
         """``(suspicion, decision, flagged)``, each ``[N]``; ``flagged = decision < 0``."""
         self._check_fitted()
         check_model(model, float32_only=self._float32_only)
-        check_same_model(self, model)
+        self._check_same_model(model)
         self._check_settings()
         scores, decision = self._detect(model, as_images(x, "x"))
         scores, decision = np.asarray(scores, dtype=np.float64), np.asarray(decision, dtype=np.float64)

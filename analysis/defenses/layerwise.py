@@ -22,7 +22,6 @@ import torch.nn as nn
 
 from ..data import LabeledImages
 from ..detection import Detection, LayerwiseDetector
-from ..fingerprint import check_same_model
 from .base import Defense, Images, as_images, check_labeled, signed_margin
 
 
@@ -64,8 +63,7 @@ class LayerwiseDefense(Defense):
         # settings changed on the adapter after fit reach the detector, whose own rules apply: tau, batch_size and
         # unknown_class take effect, a setting its fitted state depends on is refused with "refit"
         self.detector_.set_params(**self.get_params())
-        check_same_model(self, model)
-        raw = self.detector_.detect(model, as_images(x, "x"))
+        raw = self.detector_.detect(model, as_images(x, "x"))  # the detector checks the model's fingerprint
         return Detection(raw.predicted, self.suspicion_of(raw), raw.flagged)
 
     def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +72,9 @@ class LayerwiseDefense(Defense):
         # flags, so rounding at the boundary, and classes without reference samples, follow them
         margin = self.detector_._tau(None) - found.scores
         return found.scores, signed_margin(margin, found.flagged)
+
+    def _check_same_model(self, model: nn.Module) -> None:
+        """Nothing here: ``detector_`` checks the model once per call (one fingerprint, not two)."""
 
     def unbind_model(self) -> "LayerwiseDefense":
         """Forget which model ``fit`` saw, here and in ``detector_``, so that other models can be scored on purpose."""
