@@ -251,3 +251,19 @@ def test_fingerprint_docstring_examples_run():
 
     result = doctest.testmod(analysis.fingerprint, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_user_defense_that_renames_a_setting_still_fits():
+    from analysis.defenses.base import StatelessDefense
+
+    class Renamed(StatelessDefense):
+        def __init__(self, strength: float = 1.0) -> None:
+            self._strength = strength  # not get_params-compatible: no settings check, but no crash either
+
+        def _detect(self, model, images):
+            return np.zeros(len(images)), np.ones(len(images))
+
+    model = build_model("resnet18", 3, 2).eval()
+    defense = Renamed().fit(model)
+    assert defense.fit_params_ is None and defense.model_fingerprint_ is not None
+    assert not defense.predict(model, torch.rand(2, 3, 32, 32)).any()

@@ -75,7 +75,10 @@ class Defense:
     def _record_fit(self, model: nn.Module | None) -> None:
         """``model_fingerprint_`` (None without a model, e.g. ``fit_features``) and ``fit_params_`` (the settings)."""
         self.model_fingerprint_ = model_fingerprint(model) if isinstance(model, nn.Module) else None
-        self.fit_params_ = copy.deepcopy(self.get_params())
+        try:
+            self.fit_params_ = copy.deepcopy(self.get_params())
+        except AttributeError:  # a user's subclass that keeps a setting under another name: no settings check
+            self.fit_params_ = None
 
     def _check_same_model(self, model: nn.Module) -> None:
         """:class:`analysis.fingerprint.ModelMismatchError` unless ``model`` is the one ``fit`` saw (or after ``unbind_model``)."""
