@@ -99,15 +99,18 @@ def histogram_figure(
 
 
 def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, *, fig: go.Figure | None = None,
-               row: int | None = None, col: int | None = None, max_fpr: float = 1.0) -> go.Figure:
+               row: int | None = None, col: int | None = None, max_fpr: float = 1.0,
+               mark_fpr: float | None = None) -> go.Figure:
     """ROC curves, one per detector: ``curves[name] = (suspicion of benign [n], suspicion of poisoned [m])``.
 
     Each curve is :func:`analysis.metrics.roc_points` of its scores (higher = more suspicious) and its legend
     gives the AUROC (:func:`analysis.metrics.auroc`); a detector whose scores hold NaN or inf (e.g. inputs of
     a class without reference samples) is listed without a curve. ``max_fpr`` < 1 zooms the x axis on the
-    low-FPR end, where a deployable detector operates. Dotted: the chance diagonal.
+    low-FPR end, where a deployable detector operates. Dotted: the chance diagonal. ``mark_fpr`` (e.g. 0.01)
+    draws a dashed line at that FPR and a dot at each detector's TPR there (:func:`analysis.metrics.tpr_at_fpr`),
+    and puts that TPR in the legend.
     """
-    from .metrics import auroc, roc_points
+    from .metrics import auroc, roc_points, tpr_at_fpr
 
     standalone = fig is None
     fig = go.Figure() if standalone else fig
@@ -118,10 +121,21 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, *, 
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"{name} (no finite scores)"), **cell)
             continue
         fpr, tpr = roc_points(benign, poisoned)
-        fig.add_trace(go.Scatter(x=fpr * 100, y=tpr * 100, mode="lines", line_shape="hv",
-                                 name=f"{name} (AUROC {100 * auroc(benign, poisoned):.1f})"), **cell)
+        label = f"{name} (AUROC {100 * auroc(benign, poisoned):.1f}"
+        if mark_fpr is not None:
+            at_mark = 100 * tpr_at_fpr(benign, poisoned, mark_fpr)
+            label += f", TPR {at_mark:.1f} at FPR ≤ {100 * mark_fpr:g} %"
+        trace = go.Scatter(x=fpr * 100, y=tpr * 100, mode="lines", line_shape="hv", name=label + ")", legendgroup=name)
+        fig.add_trace(trace, **cell)
+        if mark_fpr is not None:
+            fig.add_trace(go.Scatter(x=[100 * mark_fpr], y=[at_mark], mode="markers", legendgroup=name,
+                                     showlegend=False, marker=dict(size=9), hovertemplate=f"{name}: %{{y:.1f}} %"),
+                          **cell)
     fig.add_trace(go.Scatter(x=[0, 100], y=[0, 100], mode="lines", line=dict(dash="dot", color="gray"),
                              name="chance", showlegend=False), **cell)
+    if mark_fpr is not None:
+        fig.add_trace(go.Scatter(x=[100 * mark_fpr] * 2, y=[0, 101], mode="lines", showlegend=False,
+                                 line=dict(dash="dash", color="black", width=1), name=f"FPR {100 * mark_fpr:g} %"), **cell)
     fig.update_xaxes(title_text="FPR % (benign inputs flagged)", range=[0, 100 * max_fpr], **cell)
     fig.update_yaxes(title_text="TPR % (poisoned inputs flagged)", range=[0, 101], **cell)
     if standalone:

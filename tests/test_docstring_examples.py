@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 MODULES = ("analysis.attacks.badnets", "analysis.checkpoints", "analysis.data", "analysis.defenses.base",
-           "analysis.detection", "analysis.features", "analysis.metrics", "analysis.similarity", "analysis.validation")
+           "analysis.defenses.gaussian", "analysis.detection", "analysis.diagnostics", "analysis.features",
+           "analysis.metrics", "analysis.protocol", "analysis.similarity", "analysis.validation")
 
 
 @pytest.mark.parametrize("name", MODULES)
