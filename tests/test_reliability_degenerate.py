@@ -118,3 +118,9 @@ def test_ordinary_and_black_batches_do_not_warn(digits):
         for split in (digits.train, digits.reference, digits.test):  # the repository's own data, in [0, 1]
             check_images(split, "digits")
             assert float(split.x.amax((1, 2, 3)).min()) >= DARK_MAX  # no single digit image is that dark either
+
+
+def test_collapsed_warning_points_at_the_callers_line():
+    with pytest.warns(ReferenceWarning) as caught:
+        build_defense("scale-up").fit(_model(**COLLAPSED), REFERENCE)
+    assert any(w.filename == __file__ for w in caught)

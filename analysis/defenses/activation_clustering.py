@@ -61,7 +61,8 @@ class ActivationClustering(Defense):
 
     _fitted_attribute = "mean_"
 
-    #: changed after fit, these are refused (they decide the reference activations' statistics); the others are read where used
+    #: settings refused when changed after fit (they decide the reference activations' statistics);
+    #: the others are read where they are used
     _refit_settings = ("layers",)
 
     def __init__(self, layers: Sequence[str] | None = None, *, n_components: int = 10,

@@ -72,7 +72,8 @@ class FinePruning(Defense):
     """
 
     _fitted_attribute = "repaired_model_"
-    #: changed after fit, these are refused (they decide the pruned, fine-tuned copy); the others are read where used
+    #: settings refused when changed after fit (they decide the pruned, fine-tuned copy);
+    #: the others are read where they are used
     _refit_settings = ("prune_ratio", "finetune_fraction", "finetune", "layer", "seed")
 
     def __init__(self, prune_ratio: float = 0.95, *, finetune_fraction: float = 0.05, finetune: TrainConfig | None = None,

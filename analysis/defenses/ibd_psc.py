@@ -103,7 +103,8 @@ class IBDPSC(Defense):
     """
 
     _fitted_attribute = "amplified_counts_"
-    #: changed after fit, these are refused (they decide the amplified layer counts); the others are read where used
+    #: settings refused when changed after fit (they decide the amplified layer counts);
+    #: the others are read where they are used
     _refit_settings = ("scale", "n_models", "error_bound")
 
     def __init__(self, scale: float = 1.5, *, n_models: int = 5, error_bound: float = 0.6, threshold: float = 0.9,
@@ -146,7 +147,8 @@ class IBDPSC(Defense):
             if n_layers > 1:
                 warnings.warn(f"IBD-PSC: amplifying up to {n_layers - 1} of {n_layers} BatchNorm layers by "
                               f"{self.scale} never pushed the reference error above error_bound={self.error_bound} "
-                              f"(max {max(errors):.2f}); every copy amplifies all {n_layers} layers", stacklevel=2)
+                              f"(max {max(errors):.2f}); every copy amplifies all {n_layers} layers",
+                              stacklevel=3)  # 3: past Defense's fit wrapper, at the caller of fit
             start = n_layers - 1
         self.bn_layers_ = names
         self.reference_error_ = np.asarray(errors, dtype=np.float64)

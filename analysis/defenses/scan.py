@@ -139,7 +139,8 @@ class SCAn(Defense):
 
     _fitted_attribute = "s_e_"
 
-    #: changed after fit, these are refused (they decide the projection and the EM covariances); the others are read where used
+    #: settings refused when changed after fit (they decide the projection and the EM covariances);
+    #: the others are read where they are used
     _refit_settings = ("layers", "n_components", "reg", "max_iter")
 
     def __init__(self, layers: Sequence[str] | None = None, *, threshold: float = float(np.e),

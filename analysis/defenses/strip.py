@@ -46,7 +46,8 @@ class STRIP(Defense):
     """
 
     _fitted_attribute = "threshold_"
-    #: changed after fit, these are refused (they decide the threshold, from blends of the reference images); the others are read where used
+    #: settings refused when changed after fit (they decide the threshold, from blends of the reference images);
+    #: the others are read where they are used
     _refit_settings = ("n_blends", "alpha", "percentile", "seed")
 
     def __init__(self, n_blends: int = 100, *, alpha: float = 0.5, percentile: float = 10.0, batch_size: int = 64,

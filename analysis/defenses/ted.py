@@ -122,7 +122,8 @@ class TED(Defense):
     """
 
     _fitted_attribute = "threshold_"
-    #: changed after fit, these are refused (they decide the reference trajectories, the PCA and the threshold); the others are read where used
+    #: settings refused when changed after fit (they decide the reference trajectories, the PCA and the threshold);
+    #: the others are read where they are used
     _refit_settings = ("layers", "metric", "n_components", "contamination", "seed")
 
     def __init__(self, layers: Sequence[str] | None = None, *, metric: Literal["euclidean", "cosine"] = "euclidean",
