@@ -40,7 +40,10 @@ def test_every_registered_detector_has_a_behaviour_budget():
 
 #: Baselines that, as published, do not detect this attack: the test documents it and fails if that changes.
 KNOWN_BLIND = {"rs": "Randomized Smoothing flags a changed majority vote under Gaussian noise (std 0.1), which "
-                     "leaves a saturated 2x2 patch intact: it flags no BadNets input here (docs/results/digits/REPORT.md: TPR 0.0 %)"}
+                     "leaves a saturated 2x2 patch intact: it flags no BadNets input here (docs/results/digits/REPORT.md: TPR 0.0 %)",
+               "strip": "STRIP flags low prediction entropy under blending; blended at alpha 0.5 the 2x2 patch loses its "
+                        "hold on these digits, so triggered inputs are no more confident than benign ones "
+                        "(docs/results/digits/REPORT.md: TPR 1.6 %, AUROC 29.0)"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_BLIND[n], strict=True))

@@ -131,3 +131,18 @@ def test_on_a_model_detection_costs_one_forward_pass_and_is_registered():
     assert model.passes == 1  # one batch, one pass: features and the prediction together
     assert found.scores.shape == (12,) and found.flagged.dtype == bool
     np.testing.assert_array_equal(found.flagged, found.scores > detector.threshold_)
+
+
+def test_target_fpr_changed_after_fit_is_recomputed_and_structural_settings_are_refused():
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    reference = LabeledImages(torch.rand(30, 3, 8, 8), torch.arange(30) % 3)
+    detector = LayerwiseGaussianDetector(target_fpr=0.1).fit(model, reference)
+    x = torch.rand(6, 3, 8, 8)
+    detector.set_params(target_fpr=0.2)
+    found = detector.detect(model, x)
+    assert detector.threshold_ == conformal_threshold(detector.reference_suspicion_, 0.2)
+    np.testing.assert_array_equal(found.flagged, found.scores > detector.threshold_)
+    detector.aggregate = "mean"
+    with pytest.raises(ValueError, match="aggregate: changed after fit.*refit"):
+        detector.detect(model, x)

@@ -43,7 +43,7 @@ from ..data import LabeledImages
 from ..detection import Detection, ReferenceWarning
 from ..features import iter_features, paper_layers
 from ..metrics import conformal_threshold
-from .base import Defense, Images, as_images, check_labeled, check_choice, check_int, check_number
+from .base import Defense, Images, as_images, check_choice, check_int, check_labeled, check_model, check_number
 
 __all__ = ["LayerwiseGaussianDetector", "layer_distances"]
 
@@ -140,7 +140,9 @@ class LayerwiseGaussianDetector(Defense):
     classes_ : ndarray of the reference classes
     location_, scale_ : ndarray ``[L]``, median and 1.4826 × MAD of the cross-fitted reference log distances
     reference_suspicion_ : ndarray ``[N]``, the cross-fitted suspicion of each reference sample
-    threshold_ : float, the conformal threshold on the suspicion at ``target_fpr``
+    threshold_ : float, the conformal threshold on the suspicion at ``target_fpr`` (recomputed from
+        ``calibration_scores_`` when ``target_fpr`` is changed after fit)
+    calibration_scores_ : ndarray, the sorted calibration suspicion scores
     gaussians_ : list of the L per-layer class Gaussians fitted on the whole reference set
     calibration_ : ``"cross-fitted"`` or ``"held-out"`` (after :meth:`calibrate`)
 
@@ -151,6 +153,9 @@ class LayerwiseGaussianDetector(Defense):
     """
 
     _fitted_attribute = "threshold_"
+    #: the fitted Gaussians, scales and cross-fitted scores depend on these; ``target_fpr`` is not among them: the
+    #: threshold is recomputed from the kept calibration scores at each use, and ``batch_size`` is read where used
+    _refit_settings = ("aggregate", "layers", "folds", "seed")
 
     def __init__(self, target_fpr: float = 0.01, *, aggregate: Literal["max", "mean", "mahalanobis"] = "max",
                  layers: Sequence[str] | None = None, folds: int = 5, batch_size: int = 256, seed: int = 0) -> None:
@@ -204,6 +209,7 @@ class LayerwiseGaussianDetector(Defense):
         cross-fitted calibration, as a new input is scored against its predicted class.
         """
         self._check_settings()
+        self.model_fingerprint_ = None  # no model here; fit() records the model's fingerprint after this returns
         labels = np.asarray(labels, dtype=np.int64)
         predicted = labels if predicted is None else np.asarray(predicted, dtype=np.int64)
         features = [np.asarray(f, dtype=np.float64) for f in features]
@@ -241,6 +247,7 @@ class LayerwiseGaussianDetector(Defense):
         return self
 
     def _set_threshold(self, suspicion: np.ndarray, source: str) -> None:
+        self.calibration_scores_ = np.sort(np.asarray(suspicion, dtype=np.float64))
         self.threshold_ = conformal_threshold(suspicion, self.target_fpr)
         self.calibration_, self.calibration_size_ = source, len(suspicion)
         if not np.isfinite(self.threshold_):
@@ -254,6 +261,12 @@ class LayerwiseGaussianDetector(Defense):
         suspicion = self.suspicion(model, x)
         self._set_threshold(suspicion[np.isfinite(suspicion)], "held-out")
         return self
+
+    def _current_threshold(self) -> float:
+        """The threshold for the current ``target_fpr`` (changed after fit: recomputed from the calibration scores)."""
+        self._check_settings()
+        self.threshold_ = conformal_threshold(self.calibration_scores_, self.target_fpr)
+        return self.threshold_
 
     # ------------------------------------------------------------------ scoring
     def _aggregate(self, z: np.ndarray) -> np.ndarray:
@@ -275,18 +288,26 @@ class LayerwiseGaussianDetector(Defense):
         """``[N]`` suspicion (higher = more suspicious) from precomputed pooled features and predicted classes."""
         return self._aggregate(self.layer_scores_features(features, predicted))
 
-    def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _scores(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(suspicion, decision, predicted)`` from one forward pass; a class never seen in the reference raises."""
+        if getattr(self, "layer_names_", None) is None:
+            raise RuntimeError("this detector was fitted on features (fit_features); score with suspicion_features")
         features, predicted = self._features(model, images, self.layer_names_)
+        unknown = sorted(set(np.unique(predicted).tolist()) - set(self.classes_.tolist()))
+        if unknown:
+            raise ValueError(f"x: inputs are predicted as classes {unknown}, which had no reference samples, so they "
+                             f"cannot be scored (fitted classes: {self.classes_.tolist()}); add reference samples of "
+                             f"those classes")
         suspicion = self.suspicion_features(features, predicted)
-        decision = self.threshold_ - suspicion
-        decision[np.isnan(suspicion)] = -1.0  # a class without reference samples: flagged, never silently passed
-        return suspicion, decision
+        return suspicion, self._current_threshold() - suspicion, predicted
+
+    def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        return self._scores(model, images)[:2]
 
     def detect(self, model: nn.Module, x: Images) -> Detection:
-        """Predicted class, suspicion and flag of every input, from one forward pass."""
+        """Predicted class, suspicion and flag of every input, from one forward pass (the base class makes two)."""
         self._check_fitted()
-        self._check_settings()
-        features, predicted = self._features(model, as_images(x, "x"), self.layer_names_)
-        suspicion = self.suspicion_features(features, predicted)
-        flagged = ~(self.threshold_ - suspicion >= 0)
-        return Detection(predicted, suspicion, flagged)
+        check_model(model, float32_only=self._float32_only)
+        self._check_same_model(model)
+        suspicion, decision, predicted = self._scores(model, as_images(x, "x"))
+        return Detection(predicted, suspicion, decision < 0)
