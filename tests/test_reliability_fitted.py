@@ -28,6 +28,7 @@ FAST = {
     "ac": {"n_components": 2}, "strip": {"n_blends": 4}, "scan": {}, "layerwise": {"unknown_class": "flag"},
     "scale-up": {}, "ibd-psc": {}, "ted": {"n_components": 2},
     "scale-up-limited": {"mode": "data-limited"}, "detector": {"unknown_class": "flag"},
+    "layerwise-gaussian": {"target_fpr": 0.2},
 }
 
 
@@ -145,6 +146,10 @@ CHANGES["layerwise"] = CHANGES["detector"] = [
     ("tau", 1.0, False), ("metric", "euclidean", True), ("layers", "paper_layers[1:]", True),
     ("score_layers", (5, 6, 7), True), ("batch_size", 4, False), ("unknown_class", "ignore", False),
     ("spread", "mad", True), ("score", "trajectory", True), ("target_fpr", 0.2, True),
+]
+CHANGES["layerwise-gaussian"] = [
+    ("target_fpr", 0.3, False), ("aggregate", "mean", True), ("layers", "paper_layers[1:]", True), ("folds", 3, True),
+    ("batch_size", 4, False), ("seed", 1, True),
 ]
 CASES = [(name, *change) for name in sorted(CHANGES) for change in CHANGES[name]]
 
