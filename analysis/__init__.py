@@ -5,7 +5,15 @@ paper's layer lists), ``features`` (hook-based extraction), ``similarity`` (cent
 cosine), ``detection`` (the layer-wise detector), ``attacks``, ``training``,
 ``metrics``, ``evaluation``, ``checkpoints``, ``plotting``, ``pipeline``, ``cli``.
 """
-from .detection import LayerwiseDetector, layer_of_interest
-
 __version__ = "0.1.0"
 __all__ = ["LayerwiseDetector", "layer_of_interest", "__version__"]
+
+
+def __getattr__(name: str):
+    """``analysis.LayerwiseDetector`` and ``analysis.layer_of_interest``, imported on first use (PEP 562), so that
+    ``python -m analysis --help`` answers without importing torch."""
+    if name in ("LayerwiseDetector", "layer_of_interest"):
+        from . import detection
+
+        return getattr(detection, name)
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from .models import build_model
+from .paths import DEFAULT_CHECKPOINTS
 
 __all__ = ["ChecksumError", "DEFAULT_DIR", "MANIFEST", "checkpoint_name", "has_checkpoint", "library_versions",
            "load_checkpoint", "read_manifest", "round_to_half_", "save_checkpoint", "sha256_of"]
@@ -42,7 +43,7 @@ def checkpoint_name(dataset: str, arch: str, attack: str, suffix: str = "") -> s
     'digits-resnet18-adaptive-b0.5'
     """
     return f"{dataset}-{arch}-{attack}" + (f"-{suffix}" if suffix else "")
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+DEFAULT_DIR = DEFAULT_CHECKPOINTS  # the zoo folder (analysis.paths, which --help reads without importing torch)
 
 
 class ChecksumError(ValueError):
