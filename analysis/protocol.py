@@ -134,13 +134,15 @@ def _suspicion_and_flags(detector, model: nn.Module, x: torch.Tensor) -> tuple[n
 
 def run_protocol(model: nn.Module, attack, data: DatasetSplits, detectors: dict[str, Callable[[int], object]],
                  runs: int = 3, max_expensive: int | None = 1000, cheap: Iterable[str] = CHEAP,
-                 train: LabeledImages | None = None, progress: bool = True) -> pd.DataFrame:
+                 train: LabeledImages | None = None, progress: bool = True,
+                 max_cheap: int | None = None) -> pd.DataFrame:
     """Every detector on every run: one row per ``(detector, run, population)``.
 
     ``detectors`` maps a name to a factory ``seed -> unfitted detector`` (the defenses' interface:
     ``fit(model, reference, train=...)`` and ``detect(model, x)`` whose ``scores`` are suspicion scores).
     Columns: ``detector``, ``run``, ``population`` (``all`` / ``reached``), ``n_benign`` and the numbers of
-    :func:`population_metrics`, plus ``seconds`` (fit + detection).
+    :func:`population_metrics`, plus ``seconds`` (fit + detection). ``max_cheap`` caps the cheap detectors' inputs
+    too (default None: every input), for a budget run; keep it at 1,000 or more so that 1 % FPR stays visible.
     """
     from tqdm.auto import tqdm
 
@@ -148,7 +150,7 @@ def run_protocol(model: nn.Module, attack, data: DatasetSplits, detectors: dict[
     rows = []
     for r in range(runs):
         reference, evaluation = redraw(data, r)
-        full = evaluation_inputs(model, attack, evaluation)
+        full = evaluation_inputs(model, attack, evaluation).capped(max_cheap, seed=r)
         sampled = full.capped(max_expensive, seed=r)
         for name, factory in tqdm(detectors.items(), desc=f"run {r}", leave=False, disable=not progress):
             inputs = full if name in cheap else sampled

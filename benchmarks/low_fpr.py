@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--ours", default="layerwise-gaussian")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--max-expensive", type=int, default=1000)
+    parser.add_argument("--max-cheap", type=int, default=None,
+                        help="cap on the cheap detectors' benign and triggered inputs too (default: all)")
     parser.add_argument("--implanted", type=float, default=50.0, help="ASR (%%) below which an attack is left out")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models-dir", default="results/models")
@@ -89,7 +91,8 @@ def main() -> None:
                 continue
             factories = {name: (lambda seed, name=name: build_detector(name, seed=seed)) for name in args.detectors}
             table = run_protocol(run.model, run.attack, data, factories, runs=args.runs,
-                                 max_expensive=args.max_expensive, train=run.data.train, progress=False)
+                                 max_expensive=args.max_expensive, train=run.data.train, progress=False,
+                                 max_cheap=args.max_cheap)
             summary = summarize(table)
             means.append(table.assign(arch=arch, attack=attack))
             sections += [head, "", "Triggered inputs that reach the target:", "",
@@ -129,15 +132,17 @@ def main() -> None:
     epochs = f" --epochs {args.epochs}" if args.epochs else ""
     command = (f"PYTHONPATH=. python benchmarks/low_fpr.py {args.dataset}{' ' + args.path if args.path else ''} "
                f"--archs {' '.join(args.archs)} --attacks {' '.join(args.attacks)} --detectors {' '.join(args.detectors)} "
-               f"--runs {args.runs} --max-expensive {args.max_expensive} --threads {args.threads} "
+               f"--runs {args.runs} --max-expensive {args.max_expensive}"
+               f"{f' --max-cheap {args.max_cheap}' if args.max_cheap else ''} --threads {args.threads} "
                f"--models-dir {args.models_dir}{subset}{epochs} --out {args.out}")
     cheap = sorted(set(args.detectors) & CHEAP)
     text = "\n".join([
         f"# Detectors at 1 % FPR on {data.name} (`analysis.protocol`)", "",
         f"{data.name}: {len(data.reference)} reference and {len(data.test)} evaluation images, {data.num_classes} classes. "
         f"{args.runs} runs (run 0 the dataset's split, run r a stratified redraw of reference + evaluation). "
-        f"{', '.join(cheap)} see every evaluation input; the others a seeded sample of at most {args.max_expensive} "
-        f"benign + {args.max_expensive} triggered. AUROC and TPR@FPR<=1% read the suspicion score, with the threshold "
+        f"{', '.join(cheap)} see "
+        f"{f'a seeded sample of at most {args.max_cheap} benign + {args.max_cheap} triggered' if args.max_cheap else 'every evaluation input'}; "
+        f"the others a seeded sample of at most {args.max_expensive} benign + {args.max_expensive} triggered. AUROC and TPR@FPR<=1% read the suspicion score, with the threshold "
         f"set on the benign evaluation scores (oracle operating point; its 95 % Clopper-Pearson interval is averaged "
         f"over runs); own TPR / FPR: at each detector's own threshold, set from the reference images only "
         f"(`layerwise`: the paper's tau = 2.5; `layerwise-gaussian`: a 1 % target FPR). All in %. "
