@@ -125,7 +125,8 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, *, 
         if mark_fpr is not None:
             at_mark = 100 * tpr_at_fpr(benign, poisoned, mark_fpr)
             label += f", TPR {at_mark:.1f} at FPR ≤ {100 * mark_fpr:g} %"
-        trace = go.Scatter(x=fpr * 100, y=tpr * 100, mode="lines", line_shape="hv", name=label + ")", legendgroup=name)
+        group = {"legendgroup": name} if mark_fpr is not None else {}  # the line and its dot toggle together
+        trace = go.Scatter(x=fpr * 100, y=tpr * 100, mode="lines", line_shape="hv", name=label + ")", **group)
         fig.add_trace(trace, **cell)
         if mark_fpr is not None:
             fig.add_trace(go.Scatter(x=[100 * mark_fpr], y=[at_mark], mode="markers", legendgroup=name,
