@@ -112,10 +112,10 @@ def population_metrics(suspicion_benign: np.ndarray, flagged_benign: np.ndarray,
     A NaN suspicion (an input the detector could not score) counts as the most suspicious for AUROC and the
     oracle operating point, never as "benign" in silence; a flagged input is flagged whatever its score.
     """
-    sb = np.nan_to_num(np.asarray(suspicion_benign, np.float64), nan=np.inf, posinf=np.inf)
-    st = np.nan_to_num(np.asarray(suspicion_triggered, np.float64), nan=np.inf, posinf=np.inf)
-    finite_max = max(np.max(sb[np.isfinite(sb)], initial=0.0), np.max(st[np.isfinite(st)], initial=0.0))
-    sb, st = np.where(np.isinf(sb) & (sb > 0), finite_max + 1, sb), np.where(np.isinf(st) & (st > 0), finite_max + 1, st)
+    sb, st = np.asarray(suspicion_benign, np.float64), np.asarray(suspicion_triggered, np.float64)
+    finite = np.concatenate([sb[np.isfinite(sb)], st[np.isfinite(st)], [0.0]])
+    top = finite.max() + 1.0  # NaN and +inf: above every finite score
+    sb, st = (np.where(np.isnan(v) | np.isposinf(v), top, v) for v in (sb, st))
     if len(st) == 0:
         return {"n_triggered": 0, "AUROC": np.nan, "TPR@1%": np.nan, "TPR@1%_low": np.nan, "TPR@1%_high": np.nan,
                 "TPR": np.nan, "FPR": 100 * float(np.mean(flagged_benign))}
