@@ -16,17 +16,20 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from .devices import pick_device
 from .models import build_model
 from .paths import DEFAULT_CHECKPOINTS
+from .validation import check_index
 
-__all__ = ["ChecksumError", "DEFAULT_DIR", "MANIFEST", "checkpoint_name", "has_checkpoint", "library_versions",
-           "load_checkpoint", "read_manifest", "round_to_half_", "save_checkpoint", "sha256_of"]
+__all__ = ["ChecksumError", "DEFAULT_DIR", "ENTRY_FIELDS", "MANIFEST", "check_entry", "checkpoint_name", "has_checkpoint",
+           "library_versions", "load_checkpoint", "read_manifest", "round_to_half_", "save_checkpoint", "sha256_of"]
 
 MANIFEST = "manifest.json"
 
@@ -59,14 +62,74 @@ def sha256_of(path: str | Path) -> str:
 
 
 def read_manifest(folder: str | Path = DEFAULT_DIR) -> dict[str, Any]:
-    path = Path(folder) / MANIFEST
+    """The manifest of checkpoint folder ``folder`` (an empty one when the folder or its manifest does not exist).
+
+    A ``folder`` that is a file, a ``manifest.json`` that is a folder, a manifest that is not JSON or not an
+    object with ``entries`` raise a ValueError naming the path; they are never read as "no checkpoints".
+    Single entries are checked where they are used (:func:`check_entry`), so one bad entry spoils only itself.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"checkpoints: expected a folder holding {MANIFEST}, got the file {folder}")
+    path = folder / MANIFEST
+    if path.is_dir():
+        raise ValueError(f"{path}: expected the checkpoint manifest (a JSON file), got a folder")
     if not path.is_file():
         return {"format": 1, "entries": {}}
-    with open(path, encoding="utf-8") as handle:
-        manifest = json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: expected a JSON checkpoint manifest; it cannot be parsed ({error})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("entries"), dict):
         raise ValueError(f"{path}: not a checkpoint manifest (expected an object with 'entries')")
     return manifest
+
+
+#: The fields every manifest entry needs to be loaded: the weights' file name, its sha256 and the config.
+ENTRY_FIELDS = ("file", "sha256", "config")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def check_entry(name: str, entry: Any, folder: str | Path = DEFAULT_DIR) -> dict[str, Any]:
+    """Manifest entry ``name`` checked to be loadable; returns it with its sha256 in lower case.
+
+    The one check of an entry's form, used by :func:`load_checkpoint` and ``zoo verify``: an object with
+    :data:`ENTRY_FIELDS`; ``file`` a plain file name inside ``folder``; ``sha256`` 64 hexadecimal digits
+    (upper case accepted: a digest's case carries no meaning); ``config`` an object with ``arch``,
+    ``num_classes`` (an integer >= 1) and ``width``. Each failure is a ValueError naming the entry, the
+    field, what was expected and what was found.
+
+    Examples
+    --------
+    >>> entry = {"file": "m.safetensors", "sha256": "AB" * 32, "config": {"arch": "resnet18", "width": 4, "num_classes": 10}}
+    >>> check_entry("m", entry)["sha256"] == "ab" * 32
+    True
+    >>> check_entry("m", {**entry, "sha256": "abc"})
+    Traceback (most recent call last):
+    ...
+    ValueError: checkpoint 'm': manifest field 'sha256': expected 64 hexadecimal digits, got 'abc'
+    """
+    where = f"checkpoint {name!r}: manifest"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} entry: expected an object with {list(ENTRY_FIELDS)}, got {type(entry).__name__}")
+    missing = [key for key in ENTRY_FIELDS if key not in entry]
+    if missing:
+        raise ValueError(f"{where} entry lacks {missing} (expected {list(ENTRY_FIELDS)}; it has {sorted(entry)})")
+    file, digest, config = entry["file"], entry["sha256"], entry["config"]
+    if not isinstance(file, str) or not file or Path(file).name != file:
+        raise ValueError(f"{where} field 'file': expected the name of a file in {folder}, got {file!r}")
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        shown = repr(digest) if len(repr(digest)) <= 80 else repr(digest)[:77] + "..."
+        raise ValueError(f"{where} field 'sha256': expected 64 hexadecimal digits, got {shown}")
+    if not isinstance(config, dict):
+        raise ValueError(f"{where} field 'config': expected an object, got {type(config).__name__}")
+    lacking = [key for key in ("arch", "width", "num_classes") if key not in config]
+    if lacking:
+        raise ValueError(f"{where} field 'config' lacks {lacking}: it cannot rebuild the model (needs 'arch', "
+                         f"'num_classes' and 'width')")
+    check_index(config["num_classes"], f"{where} field 'config.num_classes'", 1)
+    return {**entry, "sha256": digest.lower()}
 
 
 def library_versions() -> dict[str, str]:
@@ -144,29 +207,45 @@ def load_checkpoint(
     """Verify and load entry ``name``: returns ``(model in eval mode, manifest entry, extra tensors)``."""
     from safetensors.torch import load_file
 
+    from safetensors import SafetensorError
+
     folder = Path(folder)
     entries = read_manifest(folder)["entries"]
     if name not in entries:
         raise KeyError(f"name: no checkpoint {name!r} in {folder / MANIFEST}; available: {sorted(entries)}")
     entry = entries[name]
-    path = folder / entry["file"]
+    checked = check_entry(name, entry, folder)
+    path = folder / checked["file"]
+    if path.is_dir():
+        raise ValueError(f"checkpoint {name!r}: expected a safetensors file at {path}, got a folder")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {name!r}: file {path} listed in the manifest is missing")
     actual = sha256_of(path)
-    if actual != entry["sha256"]:
+    if actual != checked["sha256"]:
         raise ChecksumError(
             f"checkpoint {name!r}: {path} has sha256 {actual}, the manifest says {entry['sha256']}; "
             "refusing to load a modified file (rebuild it or restore the original)"
         )
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:  # the manifest's digest was written for a truncated or corrupt file
+        raise ValueError(f"checkpoint {name!r}: {path} is not a valid safetensors file (truncated or corrupt?): "
+                         f"{' '.join(str(error).split())[:200]}") from None
     extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
     weights = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith("extra.")}
-    config = entry["config"]
-    model = build_model(config["arch"], int(config["num_classes"]), config["width"])
-    model.load_state_dict(weights)
-    return model.to(device).eval(), entry, extra
+    config = checked["config"]
+    try:
+        model = build_model(config["arch"], int(config["num_classes"]), config["width"])
+        model.load_state_dict(weights)
+    except (ValueError, TypeError, RuntimeError) as error:  # another arch, class count or width than the weights'
+        raise ValueError(f"checkpoint {name!r}: config cannot rebuild the model from {path.name}: "
+                         f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from None
+    return model.to(pick_device(device)).eval(), entry, extra
 
 
 def has_checkpoint(name: str, folder: str | Path = DEFAULT_DIR) -> bool:
+    """Whether ``folder``'s manifest lists ``name`` and its file exists (a malformed entry: see :func:`check_entry`)."""
     entries = read_manifest(folder)["entries"]
-    return name in entries and (Path(folder) / entries[name]["file"]).is_file()
+    if name not in entries:
+        return False
+    return (Path(folder) / check_entry(name, entries[name], folder)["file"]).is_file()

@@ -85,6 +85,10 @@ def _demo(args: argparse.Namespace) -> int:
     _writable_folder(Path(args.out).parent)  # before training: a bad --out must not cost a run
     import torch
 
+    from .devices import pick_device
+
+    if args.device is not None:
+        pick_device(args.device, "--device")  # cuda without a GPU: one line now, not a traceback after loading
     from .detection import LayerwiseDetector
     from .explore import LayerwiseExplorer
     from .pipeline import attacked_model
@@ -186,7 +190,9 @@ def _zoo(args: argparse.Namespace) -> int:
         present = zoo.read_manifest(folder)["entries"]
         total = 0.0
         for entry in zoo.zoo_entries():
-            seconds = (present.get(entry.name) or {}).get("train_seconds") or 0.0
+            recorded = present.get(entry.name)
+            seconds = recorded.get("train_seconds") if isinstance(recorded, dict) else None
+            seconds = seconds if isinstance(seconds, (int, float)) and math.isfinite(seconds) else 0.0
             total += seconds
             status = f"present  trained in {seconds:6.0f} s" if entry.name in present else "missing"
             print(f"{entry.name:40s} {status}")
@@ -198,10 +204,15 @@ def _zoo(args: argparse.Namespace) -> int:
         print(f"built {len(built)} checkpoint(s) in {time.perf_counter() - started:.0f} s: {', '.join(built)}")
         return 0
     results = zoo.verify(folder, tolerance=args.tolerance)
+    labels = {"ok": "ok        ", "failed": "FAIL      ", "unverified": "UNVERIFIED"}
     for result in results:
-        print(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.message}")
+        print(f"{labels[result.status]} {result.name}: {result.message}")
     if not results:
         print(f"no checkpoints listed in {folder / 'manifest.json'}")
+    unverified = sum(result.status == "unverified" for result in results)
+    if unverified:
+        print(f"{unverified} entr{'y' if unverified == 1 else 'ies'} could not be compared with the manifest "
+              f"(UNVERIFIED: not a pass)")
     return 0 if results and all(r.ok for r in results) else 1
 
 
@@ -256,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retrain", action="store_true", help="train even when a checkpoint exists")
     demo.add_argument("--save-checkpoint", action="store_true", help="write the trained model to --checkpoints")
     demo.add_argument("--out", default="reports/demo.html", help="HTML report path")
-    demo.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    demo.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available); one this "
+                      "machine lacks is refused before any work")
     demo.add_argument("--threads", type=_int_at_least(0), default=0, help="CPU threads for torch (0 = torch's default)")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_demo)

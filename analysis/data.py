@@ -37,9 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .validation import check_images, describe
+from .validation import check_images, check_index, describe, preview
 
-__all__ = ["DATASETS", "DatasetSplits", "IMAGE_SIZE", "LabeledImages", "digits_split_indices",
+__all__ = ["DATASETS", "DatasetSplits", "IMAGE_SIZE", "LabeledImages", "dense_class_count", "digits_split_indices",
            "images_from_uint8_nhwc", "load_cifar10", "load_dataset", "load_digits", "load_gtsrb", "load_npz",
            "read_cifar10_batch", "split_reference_from_test", "stratified_fraction"]
 
@@ -75,14 +75,28 @@ class LabeledImages:
         return len(self.y)
 
     def subset(self, indices: np.ndarray | torch.Tensor | list[int]) -> "LabeledImages":
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        """The images at ``indices`` (integers; integral floats accepted, a fraction or a boolean mask refused)."""
+        array = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices)
+        if array.dtype == bool:
+            raise ValueError(f"indices: expected integer positions, got a boolean mask of {array.size} values; pass "
+                             f"np.flatnonzero(mask)")
+        if array.size and np.issubdtype(array.dtype, np.floating):
+            fractional = array[~np.isfinite(array) | (array != np.round(array))]
+            if fractional.size:
+                raise ValueError(f"indices: expected integer positions, got non-integral values "
+                                 f"{preview(fractional.tolist(), 5)} (they would be truncated)")
+        elif array.size and not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(f"indices: expected integer positions, got {describe(array)}")
+        idx = torch.as_tensor(array.astype(np.int64, copy=False) if array.size else np.zeros(0, np.int64))
         return LabeledImages(self.x[idx], self.y[idx])
 
     def of_class(self, label: int) -> "LabeledImages":
-        return self.subset(torch.nonzero(self.y == label).flatten())
+        """The images labelled ``label`` (an integer class; ``1.7`` is refused, not truncated)."""
+        return self.subset(torch.nonzero(self.y == check_index(label, "label")).flatten())
 
     def of_class_not(self, label: int) -> "LabeledImages":
-        return self.subset(torch.nonzero(self.y != label).flatten())
+        """The images not labelled ``label`` (an integer class)."""
+        return self.subset(torch.nonzero(self.y != check_index(label, "label")).flatten())
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` batches in order."""
@@ -103,6 +117,15 @@ class DatasetSplits:
     reference: LabeledImages
     test: LabeledImages
     num_classes: int
+
+    def __post_init__(self) -> None:
+        check_index(self.num_classes, "num_classes", 1)
+        for split in ("train", "reference", "test"):
+            labels = getattr(self, split).y
+            if len(labels) and int(labels.max()) >= self.num_classes:
+                outside = labels[labels >= self.num_classes]
+                raise ValueError(f"{split}: expected labels in 0..{self.num_classes - 1} (num_classes = "
+                                 f"{self.num_classes}), got {len(outside)} labels outside, up to {int(labels.max())}")
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "reference": len(self.reference), "test": len(self.test)}
@@ -185,6 +208,8 @@ def load_npz(path: str | Path, reference_fraction: float = 0.1, seed: int = 0, n
     import zipfile
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"path: expected an npz file, got the folder {path}")
     if not path.is_file():
         raise FileNotFoundError(f"path: no such file: {path}")
     keys = ("x_train", "y_train", "x_test", "y_test")
@@ -192,7 +217,12 @@ def load_npz(path: str | Path, reference_fraction: float = 0.1, seed: int = 0, n
         raise ValueError(f"{path}: expected an npz archive (numpy.savez) holding {', '.join(keys)}; got a file of "
                          f"{path.stat().st_size} bytes that is not a zip archive (a text file? truncated?)")
     arrays = {}
-    with np.load(path, allow_pickle=False) as archive:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise ValueError(f"{path}: expected an npz archive (numpy.savez); the zip archive is corrupt or truncated "
+                         f"({error})") from None
+    with archive:
         missing = set(keys) - set(archive.files)
         if missing:
             raise ValueError(f"{path}: missing arrays {sorted(missing)}; it holds {sorted(archive.files)}")
@@ -208,6 +238,9 @@ def load_npz(path: str | Path, reference_fraction: float = 0.1, seed: int = 0, n
             except (zipfile.BadZipFile, EOFError, OSError) as error:
                 raise ValueError(f"{path}: {key}: expected a numeric array; the archive's entry is corrupt or "
                                  f"truncated ({error})") from None
+            if not isinstance(arrays[key], np.ndarray):  # a member stored without .npy: numpy hands back its bytes
+                raise ValueError(f"{path}: {key}: expected a numeric array (a .npy member), got "
+                                 f"{type(arrays[key]).__name__}")
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
@@ -223,10 +256,47 @@ def load_npz(path: str | Path, reference_fraction: float = 0.1, seed: int = 0, n
             raise ValueError(f"{path}: y_{split}: expected labels >= 0, got {int(labels.min())} "
                              f"({int(np.sum(labels < 0))} negative)")
     x_train, y_train, x_test, y_test = (arrays[key] for key in keys)
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    num_classes = dense_class_count(np.union1d(y_train, y_test), f"{path}: y_train and y_test")
     train = LabeledImages(images_from_uint8_nhwc(x_train, "x_train"), torch.from_numpy(y_train.astype(np.int64)))
     test = LabeledImages(images_from_uint8_nhwc(x_test, "x_test"), torch.from_numpy(y_test.astype(np.int64)))
     return split_reference_from_test(name or path.stem, train, test, num_classes, reference_fraction, seed)
+
+
+def dense_class_count(ids: np.ndarray, name: str) -> int:
+    """The number of classes of the sorted, distinct class ``ids``, which must be ``0..K-1`` without gaps.
+
+    Sparse ids (``{0, 5, 100000}``) would make a model of 100,001 classes, most of them never seen, and a
+    check of "every class has reference samples" list 99,998 classes; the error instead says how many ids are
+    missing and shows the first few, in time and space independent of the largest id.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dense_class_count(np.array([0, 1, 2]), "y")
+    3
+    >>> dense_class_count(np.array([0, 2, 10**12]), "y")
+    Traceback (most recent call last):
+    ...
+    ValueError: y: expected class ids 0..K-1 without gaps; got 3 distinct ids from 0 to 1000000000000, so 999999999998 ids are missing: [1, 3, 4, 5, 6, 7, 8, 9, 10, 11, ... (999999999998 in all)]; ...
+    """
+    ids = np.asarray(ids)
+    if len(ids) == 0:
+        raise ValueError(f"{name}: expected at least one class id, got none")
+    largest = int(ids[-1])
+    if largest + 1 == len(ids):
+        return len(ids)
+    limit, first = 10, []
+    previous = -1
+    for value in ids.tolist():  # walk the gaps between consecutive ids, stopping after ``limit`` missing ones
+        first.extend(range(previous + 1, min(value, previous + 1 + limit - len(first))))
+        previous = value
+        if len(first) >= limit:
+            break
+    n_missing = largest + 1 - len(ids)
+    shown = "[" + ", ".join(map(str, first)) + (f", ... ({n_missing} in all)]" if n_missing > len(first) else "]")
+    raise ValueError(f"{name}: expected class ids 0..K-1 without gaps; got {len(ids)} distinct ids from "
+                     f"{int(ids[0])} to {largest}, so {n_missing} ids are missing: {shown}; renumber the labels, "
+                     f"e.g. np.unique(labels, return_inverse=True)[1]")
 
 
 # --- CIFAR-10 ---------------------------------------------------------------------------------

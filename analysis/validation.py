@@ -20,14 +20,15 @@ wholesale, a channels-last batch gets a trigger stamped on the wrong axes.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
-__all__ = ["DARK_MAX", "InputWarning", "NotFittedError", "RANGE_TOLERANCE", "check_choice", "check_finite_tensor", "check_images", "check_int",
-           "check_model_output", "check_number", "describe", "same_setting"]
+__all__ = ["DARK_MAX", "InputWarning", "LabeledBatch", "NotFittedError", "RANGE_TOLERANCE", "check_choice",
+           "check_finite_tensor", "check_images", "check_index", "check_indices", "check_int", "check_model_output",
+           "check_number", "describe", "preview", "same_setting"]
 
 class NotFittedError(_SklearnNotFittedError, RuntimeError):
     """An estimator (detector, defense) or an attack was used before ``fit`` (or ``prepare``).
@@ -50,6 +51,18 @@ DARK_MAX = 0.02
 
 #: Tolerance on the [0, 1] range: bilinear resizing and float arithmetic may leave values a hair outside.
 RANGE_TOLERANCE = 1e-5
+
+
+@runtime_checkable
+class LabeledBatch(Protocol):
+    """Anything with images ``x`` and labels ``y``, as :class:`analysis.data.LabeledImages`.
+
+    :func:`check_images` reads such an object's ``x`` without importing :mod:`analysis.data` (which imports this
+    module: the imports flow one way, from the data to its checks).
+    """
+
+    x: Any
+    y: Any
 
 
 def describe(value: object) -> str:
@@ -81,9 +94,7 @@ def check_images(
     ...
     ValueError: images: expected channels first [N, C, H, W], got shape (2, 32, 32, 3), which looks like channels last...
     """
-    from .data import LabeledImages
-
-    if isinstance(x, LabeledImages):
+    if isinstance(x, LabeledBatch) and not isinstance(x, (torch.Tensor, np.ndarray)):
         images = x.x
     elif isinstance(x, torch.Tensor):
         images = x
@@ -93,6 +104,8 @@ def check_images(
             raise TypeError(f"{name}: expected numeric images, got an object array")
     else:
         raise TypeError(f"{name}: expected LabeledImages, a tensor or an array of images, got {type(x).__name__}")
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name}: expected images as a tensor, got {describe(images)}")
     if images.ndim != 4:
         raise ValueError(f"{name}: expected images of shape [N, C, H, W], got shape {tuple(images.shape)}")
     if len(images) == 0 and not allow_empty:
@@ -191,6 +204,84 @@ def check_finite_tensor(values: torch.Tensor, name: str, what: str = "values") -
 def check_int(value: Any, name: str, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+def check_index(value: Any, name: str, low: int | None = 0, high: int | None = None) -> int:
+    """``value`` as an ``int`` index (a layer, a class) in ``[low, high]``; a ValueError or TypeError otherwise.
+
+    An index is an integer: Python or NumPy integers, 0-d integer tensors and integral floats (``3.0``) are
+    accepted; a non-integral float (``8.7``, a class of ``1.7``) is refused instead of being truncated to
+    another index, and so are booleans, strings, NaN and inf. ``low``/``high`` (inclusive) may be None.
+
+    Examples
+    --------
+    >>> check_index(3.0, "target", 0, 9)
+    3
+    >>> check_index(1.7, "target", 0, 9)
+    Traceback (most recent call last):
+    ...
+    ValueError: target: expected an integer from 0 to 9, got 1.7 (not a whole number: it would be truncated to 1)
+    """
+    if low is not None and high is not None:
+        expected = f"an integer from {low} to {high}"
+    else:
+        expected = "an integer" + (f" >= {low}" if low is not None else "") + (f" <= {high}" if high is not None else "")
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        shown = describe(value) if isinstance(value, (torch.Tensor, np.ndarray)) else repr(value)[:80]
+        raise TypeError(f"{name}: expected {expected}, got {shown}")
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            raise ValueError(f"{name}: expected {expected}, got {value!r}")
+        if value != int(value):
+            raise ValueError(f"{name}: expected {expected}, got {value!r} (not a whole number: it would be truncated "
+                             f"to {int(value)})")
+        value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name}: expected {expected}, got {value}")
+    return value
+
+
+def check_indices(values: Any, name: str, low: int | None = 0, high: int | None = None) -> tuple[int, ...]:
+    """Each of ``values`` (a sequence, array or 1-d tensor) checked by :func:`check_index`; an empty sequence is refused.
+
+    The error names the position: ``score_layers[1]: expected an integer from 1 to 10, got 8.7 ...``.
+
+    Examples
+    --------
+    >>> check_indices([8, 9.0], "score_layers", 1, 10)
+    (8, 9)
+    """
+    if isinstance(values, (torch.Tensor, np.ndarray)):
+        if values.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-d sequence of integers, got {describe(values)}")
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name}: expected a sequence of integers, got {type(values).__name__}")
+    if len(values) == 0:
+        raise ValueError(f"{name}: expected at least one integer, got an empty sequence")
+    return tuple(check_index(value, f"{name}[{i}]", low, high) for i, value in enumerate(values))
+
+
+def preview(values: Sequence[Any], limit: int = 10) -> str:
+    """At most ``limit`` items of ``values`` for an error message, then how many there are in all.
+
+    A message must stay one readable line however many values are wrong (100,000 missing class ids).
+
+    Examples
+    --------
+    >>> preview(range(3))
+    '[0, 1, 2]'
+    >>> preview(range(100000), limit=3)
+    '[0, 1, 2, ... (100000 in all)]'
+    """
+    total = len(values)
+    head = [values[i] for i in range(min(limit, total))]
+    text = ", ".join(str(int(v)) if isinstance(v, (int, np.integer)) else repr(v) for v in head)
+    return f"[{text}]" if total <= limit else f"[{text}, ... ({total} in all)]"
 
 
 def check_number(value: Any, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .attacks import ATTACKS, build_attack, dataset_attack_settings
-from .checkpoints import DEFAULT_DIR, checkpoint_name, load_checkpoint, read_manifest
+from .checkpoints import DEFAULT_DIR, check_entry, checkpoint_name, load_checkpoint, read_manifest
 from .data import DatasetSplits, load_dataset
 from .metrics import attack_metrics
 from .models import ARCHITECTURES
@@ -21,7 +21,7 @@ from .paper_results import ATTACKS as PAPER_ATTACKS
 from .paper_results import RATES as ATTACK_RATES
 from .training import TrainConfig
 
-__all__ = ["VerifyResult", "ZOO_ATTACKS", "ZooEntry", "adaptive_name", "badnets_rate_name", "build",
+__all__ = ["VERIFY_STATUSES", "VerifyResult", "ZOO_ATTACKS", "ZooEntry", "adaptive_name", "badnets_rate_name", "build",
            "select", "verify", "zoo_entries"]
 
 
@@ -120,11 +120,31 @@ def build(
     return built
 
 
+#: The outcomes of ``zoo verify`` for one entry: the re-measured MA and ASR match the manifest; something differs
+#: or cannot be loaded or measured; or the entry loads but has nothing to compare (no recorded MA, an ASR that
+#: cannot be re-measured), which is not a pass.
+VERIFY_STATUSES = ("ok", "failed", "unverified")
+
+
 @dataclass(frozen=True)
 class VerifyResult:
+    """The outcome of verifying one manifest entry: ``status`` (one of :data:`VERIFY_STATUSES`) and why.
+
+    ``ok`` is True only when every metric the manifest records was re-measured and matched, and at least the
+    model accuracy (MA) was compared: an entry that could not be compared is ``"unverified"``, never ``ok``.
+    """
+
     name: str
-    ok: bool
+    status: str
     message: str
+
+    def __post_init__(self) -> None:
+        if self.status not in VERIFY_STATUSES:
+            raise ValueError(f"status: expected one of {list(VERIFY_STATUSES)}, got {self.status!r}")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 def verify(folder: str | Path = DEFAULT_DIR, tolerance: float = 0.005, data: DatasetSplits | None = None) -> list[VerifyResult]:
@@ -135,10 +155,6 @@ def verify(folder: str | Path = DEFAULT_DIR, tolerance: float = 0.005, data: Dat
     give that entry a failed :class:`VerifyResult` saying why.
     """
     from numbers import Real
-
-    from safetensors import SafetensorError
-
-    from .checkpoints import ChecksumError
 
     if isinstance(tolerance, bool) or not isinstance(tolerance, Real) or not np.isfinite(tolerance) or tolerance < 0:
         raise ValueError(f"tolerance: expected a finite number >= 0 (a fraction, e.g. 0.005), got {tolerance!r}")
@@ -157,56 +173,53 @@ def verify(folder: str | Path = DEFAULT_DIR, tolerance: float = 0.005, data: Dat
             attack.load_state_tensors(extra)
             poisoned, target = attack.poisoned_test_set(split.test), attack.target
         measured = attack_metrics(model, split.test, poisoned, target)
-        ma, asr = measured["ma"], measured.get("asr", float("nan"))
-        expected = entry.get("metrics") or {}
-        problems = [f"{key} {value:.4f} vs manifest {expected[key]:.4f}"
-                    for key, value in (("ma", ma), ("asr", asr))
-                    if key in expected and not np.isnan(value) and abs(value - expected[key]) > tolerance]
-        message = "; ".join(problems) if problems else f"sha256 ok, MA {ma:.2%}" + (
-            f", ASR {asr:.2%}" if not np.isnan(asr) else "")
-        return VerifyResult(name, not problems, message)
+        measured = {"ma": measured["ma"], "asr": measured.get("asr", float("nan"))}
+        expected = entry.get("metrics")
+        expected = expected if isinstance(expected, dict) else {}
+        compared, problems, uncompared = [], [], []
+        for key, value in measured.items():
+            recorded = expected.get(key)
+            if recorded is None:
+                if not np.isnan(value):
+                    uncompared.append(f"the manifest records no {key.upper()}")
+                continue
+            if isinstance(recorded, bool) or not isinstance(recorded, (int, float)) or not np.isfinite(recorded):
+                uncompared.append(f"the manifest's {key.upper()} is {recorded!r}, not a number")
+            elif np.isnan(value):
+                uncompared.append(f"the manifest records {key.upper()} {recorded:.4f} but it cannot be re-measured "
+                                  f"(no attack in the config)")
+            elif abs(value - recorded) > tolerance:
+                problems.append(f"{key} {value:.4f} vs manifest {recorded:.4f}")
+            else:
+                compared.append(f"{key.upper()} {value:.2%}")
+        if problems:
+            return VerifyResult(name, "failed", "; ".join(problems))
+        if uncompared:
+            return VerifyResult(name, "unverified", "sha256 ok, but " + "; ".join(uncompared) + (
+                f" (matched: {', '.join(compared)})" if compared else ""))
+        return VerifyResult(name, "ok", "sha256 ok, " + ", ".join(compared))
 
     results = []
     manifest = read_manifest(folder)
     for name, entry in sorted(manifest["entries"].items()):
-        needed = ("file", "sha256", "config")
-        if not isinstance(entry, dict):
-            results.append(VerifyResult(name, False, f"manifest entry: expected an object with {list(needed)}, "
-                                                     f"got {type(entry).__name__}"))
-            continue
-        missing = [key for key in needed if key not in entry]
-        if missing:
-            results.append(VerifyResult(name, False, f"manifest entry lacks {missing} (expected {list(needed)}; "
-                                                     f"it has {sorted(entry)})"))
+        try:
+            check_entry(name, entry, folder)
+        except ValueError as error:
+            results.append(VerifyResult(name, "failed", one_line(error).removeprefix(f"checkpoint {name!r}: ")))
             continue
         try:
             model, entry, extra = load_checkpoint(name, folder)
-        except (ChecksumError, FileNotFoundError) as error:
-            results.append(VerifyResult(name, False, str(error)))
-            continue
-        except SafetensorError as error:
-            results.append(VerifyResult(name, False, f"{entry['file']} is not a valid safetensors file "
-                                                     f"({one_line(error)})"))
-            continue
-        except OSError as error:
-            results.append(VerifyResult(name, False, f"cannot read {entry['file']}: {one_line(error)}"))
-            continue
-        except KeyError as error:
-            results.append(VerifyResult(name, False, f"config cannot rebuild the model: it lacks {one_line(error)!r} "
-                                                     "(needs 'arch', 'num_classes' and 'width')"))
-            continue
-        except (ValueError, TypeError, RuntimeError) as error:
-            results.append(VerifyResult(name, False, f"config cannot rebuild the model from {entry['file']}: "
-                                                     f"{type(error).__name__}: {one_line(error)}"))
+        except (ValueError, TypeError, RuntimeError, OSError) as error:  # ChecksumError, a missing or corrupt file
+            results.append(VerifyResult(name, "failed", one_line(error).removeprefix(f"checkpoint {name!r}: ")))
             continue
         try:
             results.append(measure(name, model, entry, extra))
         except KeyError as error:
-            results.append(VerifyResult(name, False,
+            results.append(VerifyResult(name, "failed",
                                         f"metrics cannot be re-measured: config lacks {one_line(error)!r}"))
         except (ValueError, TypeError, RuntimeError, OSError) as error:
-            results.append(VerifyResult(name, False, f"metrics cannot be re-measured: {type(error).__name__}: "
-                                                     f"{one_line(error)}"))
+            results.append(VerifyResult(name, "failed", f"metrics cannot be re-measured: {type(error).__name__}: "
+                                                        f"{one_line(error)}"))
     return results
 
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from analysis import zoo
-from analysis.checkpoints import save_checkpoint, sha256_of
+from analysis.checkpoints import round_to_half_, save_checkpoint, sha256_of
 from analysis.data import DatasetSplits
+from analysis.metrics import attack_metrics
 from analysis.models import build_model
 
 CONFIG = {"arch": "resnet18", "width": 4, "num_classes": 10, "dataset": "digits", "attack": None}
@@ -19,9 +20,10 @@ def small(digits):
 
 
 @pytest.fixture
-def folder(tmp_path):
-    """A zoo folder with one good entry, ``good``."""
-    save_checkpoint(build_model("resnet18", 10, 4), "good", CONFIG, tmp_path)
+def folder(tmp_path, small):
+    """A zoo folder with one good entry, ``good``, whose manifest records the MA that verify re-measures."""
+    model = round_to_half_(build_model("resnet18", 10, 4).eval())
+    save_checkpoint(model, "good", CONFIG, tmp_path, metrics={"ma": attack_metrics(model, small.test)["ma"]})
     return tmp_path
 
 
@@ -72,7 +74,7 @@ def test_a_missing_file(folder, small):
 @pytest.mark.parametrize(("config", "reason"), [
     ({**CONFIG, "num_classes": 3}, "config cannot rebuild the model from good.safetensors: RuntimeError"),
     ({key: value for key, value in CONFIG.items() if key != "arch"},
-     "config cannot rebuild the model: it lacks 'arch'"),
+     "manifest field 'config' lacks ['arch']: it cannot rebuild the model"),
 ], ids=["weights of another shape", "no arch"])
 def test_a_config_that_cannot_rebuild_the_model(folder, small, config, reason):
     _edit_manifest(folder, "rebuilt", config=config)
