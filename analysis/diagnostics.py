@@ -67,9 +67,25 @@ def loi_diagnosis(mean_similarity: Sequence[float], near_tie: float = NEAR_TIE) 
     return LoiDiagnosis(loi, float(rises[loi]), runner_up, float(runner_rise), tie, loi == n_layers)
 
 
-def warn_fragile_loi(mean_similarity: Mapping[int, Sequence[float]], stacklevel: int = 3) -> dict[int, LoiDiagnosis]:
-    """Diagnose every class; one :class:`LoiWarning` naming the classes whose LOI is a near-tie or the output layer."""
+def warn_fragile_loi(mean_similarity: Mapping[int, Sequence[float]], stacklevel: int = 3, *,
+                     tie_at_output_only: bool = False) -> dict[int, LoiDiagnosis]:
+    """Diagnose every class; one :class:`LoiWarning` naming the classes whose LOI is a near-tie or the output layer.
+
+    ``tie_at_output_only``: warn only for classes whose LOI is both a near-tie and the output layer (the held-out
+    model's case, issue 31), as :meth:`analysis.detection.LayerwiseDetector.fit` does; either alone is common on
+    models where the paper's rule works (digits ResNet-18: the output layer is the BadNets target's LOI).
+    """
     found = {t: loi_diagnosis(values) for t, values in mean_similarity.items()}
+    if tie_at_output_only:
+        both = {t: (d.loi, d.runner_up, round(d.rise, 3), round(d.runner_up_rise, 3))
+                for t, d in found.items() if d.near_tie and d.at_output}
+        if both:
+            warnings.warn(f"the LOI is the output layer on a near-tie for classes {both} (class: (LOI, runner-up, "
+                          f"rise, runner-up rise)): the scored layers LOI-2..LOI may lie past the layers where a "
+                          f"triggered input still differs from benign inputs of its predicted class, and the paper's "
+                          f"rule may then not separate them at any threshold. Compare score_layers below the LOI, "
+                          f"or the 'layerwise-gaussian' detector (docs/low_fpr.md).", LoiWarning, stacklevel=stacklevel)
+        return found
     ties = {t: (d.loi, d.runner_up, round(d.rise, 3), round(d.runner_up_rise, 3)) for t, d in found.items() if d.near_tie}
     output = sorted(t for t, d in found.items() if d.at_output)
     parts = []

@@ -12,7 +12,7 @@ once on 100 benign + 100 triggered evaluation inputs (the protocol of Tables 1/2
   in the same run; and the seconds of fit.
 
     PYTHONPATH=. python benchmarks/detector_cost.py [--archs resnet18 mobilenetv2] [--max-eval 100]
-        [--defense-samples 20] [--repeats 3] [--threads 2] [--out docs/results/detector_cost.md]
+        [--defense-samples 20] [--repeats 3] [--threads 2] [--detectors NAME ...] [--out docs/results/detector_cost.md]
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def count_forward_images(model: torch.nn.Module):
     return counts, model.register_forward_hook(hook)
 
 
-def cost_rows(study: Study, arch: str, repeats: int) -> pd.DataFrame:
+def cost_rows(study: Study, arch: str, repeats: int, names: list[str]) -> pd.DataFrame:
     run = study.model(arch, "badnets")
     reference, benign = study.redraw(0)
     poisoned = _cap(run.attack.poisoned_test_set(benign), study.max_eval, 2000)
@@ -54,7 +54,7 @@ def cost_rows(study: Study, arch: str, repeats: int) -> pd.DataFrame:
         predict_classes(model, inputs)
         plain.append((time.perf_counter() - started) / len(inputs))
     rows = []
-    for name in tqdm(available_defenses(include_recent=True), desc=f"{arch}", leave=False):
+    for name in tqdm(names, desc=f"{arch}", leave=False):
         fits, detections, fit_images, detect_images = [], [], 0, 0
         for _ in range(repeats):
             detector = build_detector(name, seed=0, **study.detector_settings(name))
@@ -82,10 +82,13 @@ def main() -> None:
     parser.add_argument("--max-eval", type=int, default=100, help="benign and poisoned inputs")
     parser.add_argument("--defense-samples", type=int, default=20, help="RS neighbours and STRIP blends (paper: 100)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--detectors", nargs="+", default=None,
+                        help="default: every comparison detector (available_defenses(include_recent=True))")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="docs/results/detector_cost.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    names = args.detectors or list(available_defenses(include_recent=True))
 
     data = load_digits(0)
     started = time.perf_counter()
@@ -93,7 +96,7 @@ def main() -> None:
     for arch in args.archs:
         study = Study(data, archs=(arch,), max_eval=args.max_eval, defense_samples=args.defense_samples,
                       progress=False)
-        sections += [f"## {arch} + BadNets", "", markdown_table(cost_rows(study, arch, args.repeats), digits=2), ""]
+        sections += [f"## {arch} + BadNets", "", markdown_table(cost_rows(study, arch, args.repeats, names), digits=2), ""]
     load = load_average()
     text = "\n".join([
         "# Cost per input of every detector (digits zoo)",
@@ -108,7 +111,8 @@ def main() -> None:
         "",
         *sections,
         f"Command: `PYTHONPATH=. python benchmarks/detector_cost.py --archs {' '.join(args.archs)} --max-eval "
-        f"{args.max_eval} --defense-samples {args.defense_samples} --repeats {args.repeats} --threads {args.threads}`",
+        f"{args.max_eval} --defense-samples {args.defense_samples} --repeats {args.repeats} --threads {args.threads}"
+        f"{' --detectors ' + ' '.join(args.detectors) if args.detectors else ''} --out {args.out}`",
     ])
     publish(text, args.out)
 

@@ -10,7 +10,7 @@ Goal (issue 31), checked for ``--ours`` on the ``reached`` population: mean AURO
 FPR <= 1 %, own-threshold FPR within ±1 point of 1 %, ahead of TED, IBD-PSC and SCALE-UP.
 
     PYTHONPATH=. python benchmarks/low_fpr.py [digits | npz PATH] [--archs resnet18 mobilenetv2]
-        [--attacks badnets blended ...] [--runs 3] [--max-expensive 1000] [--threads 2]
+        [--attacks badnets blended adaptive@0.5 ...] [--runs 3] [--max-expensive 1000] [--threads 2]
         [--models-dir DIR] [--train-subset N] [--epochs E] [--out docs/results/low_fpr_digits.md]
 """
 from __future__ import annotations
@@ -30,10 +30,23 @@ from analysis.metrics import attack_metrics
 from analysis.protocol import CHEAP, run_protocol, summarize
 from analysis.reproduce import load_for_reproduce, markdown_table
 from analysis.study import Study
+from analysis.zoo import adaptive_name
 
 DETECTORS = ("layerwise", "layerwise-trajectory", "layerwise-gaussian", "ted", "ibd-psc", "scale-up")
 BASELINES = ("ted", "ibd-psc", "scale-up")
 GOAL_AUROC, GOAL_TPR, TARGET_FPR = 99.0, 95.0, 1.0
+
+
+def model_for(study: Study, arch: str, attack: str):
+    """The attacked model of ``attack``; ``adaptive@BETA`` is the adaptive attack at penalty BETA (Table 7's models)."""
+    if attack.startswith("adaptive@"):
+        text = attack.split("@", 1)[1]
+        try:
+            beta = float(text)
+        except ValueError:
+            raise SystemExit(f"--attacks: expected adaptive@BETA with BETA a number in [0, 1), got {attack!r}") from None
+        return study.model(arch, "adaptive", name=adaptive_name(study.data.name, arch, beta), beta=beta)
+    return study.model(arch, attack)
 
 
 def cell(mean: float, std: float) -> str:
@@ -83,7 +96,7 @@ def main() -> None:
         study = Study(data, archs=(arch,), models_dir=Path(args.models_dir), train_subset=args.train_subset,
                       epochs=args.epochs, progress=False)
         for attack in args.attacks:
-            run = study.model(arch, attack)
+            run = model_for(study, arch, attack)
             info = attack_metrics(run.model, data.test, run.poisoned_test, run.attack.target)
             head = f"### {arch} + {attack}: MA {100 * info['ma']:.1f} %, ASR {100 * info['asr']:.1f} %"
             if 100 * info["asr"] < args.implanted:

@@ -29,3 +29,17 @@ def test_one_warning_names_the_fragile_classes_and_a_clear_fit_is_silent():
     with pytest.warns(LoiWarning, match=r"near-tie for classes \{2: \(8, 7, 0.087, 0.077\)\}.*output layer for classes \[2\]"):
         found = warn_fragile_loi({0: clear, 2: tie})
     assert found[2].near_tie and not found[0].near_tie
+
+
+def test_the_fit_time_check_warns_only_on_a_near_tie_at_the_output():
+    """As LayerwiseDetector.fit uses it: a tie below the output, or a clear LOI at the output, stays silent."""
+    tie_below = [0.1, 0.2, 0.3, 0.4, 0.45, 0.53, 0.62, 0.63]  # +0.09 into 7, +0.08 into 6: a tie, not at the output
+    clear_at_output = [0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.52, 0.66]  # +0.14 into the output, runner-up +0.05
+    tie_at_output = [0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.577, 0.664]
+    assert loi_diagnosis(tie_below).near_tie and not loi_diagnosis(tie_below).at_output
+    assert loi_diagnosis(clear_at_output).at_output and not loi_diagnosis(clear_at_output).near_tie
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_fragile_loi({0: tie_below, 1: clear_at_output}, tie_at_output_only=True)
+    with pytest.warns(LoiWarning, match=r"output layer on a near-tie for classes \{3: \(8, 7, 0.087, 0.077\)\}"):
+        warn_fragile_loi({0: tie_below, 3: tie_at_output}, tie_at_output_only=True)
