@@ -370,7 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as error:  # what our own checks raise
+    # what our own checks raise, and the operating system's answer to a path of the wrong kind or rights
+    except (ValueError, TypeError, KeyError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as error:
         if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error  # str(KeyError) is quoted

@@ -206,6 +206,7 @@ def load_npz(path: str | Path, reference_fraction: float = 0.1, seed: int = 0, n
     split, a negative label) raises ValueError naming the file, what was expected and what was found.
     """
     import zipfile
+    import zlib
 
     path = Path(path)
     if path.is_dir():
@@ -235,7 +236,7 @@ def load_npz(path: str | Path, reference_fraction: float = 0.1, seed: int = 0, n
                                      f"({error})") from None
                 raise ValueError(f"{path}: {key}: expected a numeric array; got an object array, which only pickle "
                                  "can load (never done here): save plain uint8 images and integer labels") from None
-            except (zipfile.BadZipFile, EOFError, OSError) as error:
+            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
                 raise ValueError(f"{path}: {key}: expected a numeric array; the archive's entry is corrupt or "
                                  f"truncated ({error})") from None
             if not isinstance(arrays[key], np.ndarray):  # a member stored without .npy: numpy hands back its bytes

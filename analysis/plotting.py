@@ -108,13 +108,16 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, *, 
     a class without reference samples) is listed without a curve. ``max_fpr`` < 1 zooms the x axis on the
     low-FPR end, where a deployable detector operates. Dotted: the chance diagonal. ``mark_fpr`` (e.g. 0.01)
     draws a dashed line at that FPR and a dot at each detector's TPR there (:func:`analysis.metrics.tpr_at_fpr`),
-    and puts that TPR in the legend.
+    and puts that TPR in the legend. A curve identical to an earlier one (two detectors that share a score and
+    differ only in their threshold) is drawn dashed and says so in its legend, rather than hiding under it. A
+    standalone figure puts its legend in rows below the axes, so that long entries do not squeeze the plot.
     """
     from .metrics import auroc, roc_points, tpr_at_fpr
 
     standalone = fig is None
     fig = go.Figure() if standalone else fig
     cell = _cell(row, col)
+    drawn: dict[tuple[bytes, bytes], str] = {}  # each curve's points -> the first detector drawn with them
     for name, (benign, poisoned) in curves.items():
         benign, poisoned = np.asarray(benign, dtype=np.float64), np.asarray(poisoned, dtype=np.float64)
         if not (np.all(np.isfinite(benign)) and np.all(np.isfinite(poisoned))):
@@ -125,8 +128,14 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, *, 
         if mark_fpr is not None:
             at_mark = 100 * tpr_at_fpr(benign, poisoned, mark_fpr)
             label += f", TPR {at_mark:.1f} at FPR ≤ {100 * mark_fpr:g} %"
+        key = (fpr.tobytes(), tpr.tobytes())
+        same_as = drawn.setdefault(key, name)
+        line = {}
+        if same_as != name:
+            label += f"; same curve as {same_as}"
+            line = {"line": dict(dash="dash")}
         group = {"legendgroup": name} if mark_fpr is not None else {}  # the line and its dot toggle together
-        trace = go.Scatter(x=fpr * 100, y=tpr * 100, mode="lines", line_shape="hv", name=label + ")", **group)
+        trace = go.Scatter(x=fpr * 100, y=tpr * 100, mode="lines", line_shape="hv", name=label + ")", **line, **group)
         fig.add_trace(trace, **cell)
         if mark_fpr is not None:
             fig.add_trace(go.Scatter(x=[100 * mark_fpr], y=[at_mark], mode="markers", legendgroup=name,
@@ -140,7 +149,8 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, *, 
     fig.update_xaxes(title_text="FPR % (benign inputs flagged)", range=[0, 100 * max_fpr], **cell)
     fig.update_yaxes(title_text="TPR % (poisoned inputs flagged)", range=[0, 101], **cell)
     if standalone:
-        fig.update_layout(title=title, template="plotly_white")
+        fig.update_layout(title=title, template="plotly_white", margin=dict(b=80 + 22 * len(curves)),
+                          legend=dict(orientation="h", yanchor="top", y=-0.18, x=0, xanchor="left"))
     return fig
 
 
@@ -246,7 +256,7 @@ def make_html_offline(folder: str | Path) -> list[Path]:
         return same_as_shared[copy]
 
     rewritten = []
-    for page in sorted(folder.rglob("*.html")):
+    for page in sorted(path for path in folder.rglob("*.html") if path.is_file()):  # a folder named x.html: no page
         text = page.read_text(encoding="utf-8")
         tag = f'<script charset="utf-8" src="{Path(os.path.relpath(shared, page.parent)).as_posix()}"></script>'
         local, count = _REMOTE_PLOTLY.subn(tag, text)
