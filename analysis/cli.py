@@ -347,13 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _classroom(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from .classroom import voila_command, voila_environment
+    from .classroom import serve, voila_command, voila_environment
 
     command = voila_command(args.notebook, args.port, args.ip, args.cull_idle)
     print(f"serving {args.notebook} at http://{args.ip}:{args.port}/ (Ctrl+C stops)", flush=True)
-    return subprocess.call(command, env=voila_environment())
+    return serve(command, env=voila_environment())
 
 
 def _offline_html(args: argparse.Namespace) -> int:
