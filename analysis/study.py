@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from . import paper_results as paper
 from .attacks import ATTACKS, build_attack, dataset_attack_settings
 from .checkpoints import DEFAULT_DIR, checkpoint_name, has_checkpoint
 from .comparison import _base
 from .data import DatasetSplits, LabeledImages, stratified_fraction
 from .pipeline import AttackedModel, attacked_model
+from .protocol import redraw
 from .training import TrainConfig
 
 __all__ = ["OWN_TABLE_ATTACKS", "PROFILES", "Study", "default_attacks"]
@@ -128,11 +127,5 @@ class Study:
         return self._cache[key]
 
     def redraw(self, run: int) -> tuple[LabeledImages, LabeledImages]:
-        """Run ``run``'s (reference, evaluation) split; run 0 is the dataset's own split."""
-        if run == 0:
-            return self.data.reference, self.data.test
-        pool = LabeledImages(torch.cat([self.data.reference.x, self.data.test.x]),
-                             torch.cat([self.data.reference.y, self.data.test.y]))
-        share = len(self.data.reference) / len(pool)
-        ref_idx, eval_idx = stratified_fraction(pool.y.numpy(), share, seed=1000 + run)
-        return pool.subset(ref_idx), pool.subset(eval_idx)
+        """Run ``run``'s (reference, evaluation) split (:func:`analysis.protocol.redraw`; run 0 is the dataset's own)."""
+        return redraw(self.data, run)
