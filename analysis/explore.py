@@ -31,6 +31,7 @@ from .detection import LayerwiseDetector
 from .features import iter_features
 from .plotting import histogram_figure, layerwise_curve_figure
 from .metrics import attack_success_rate, auroc, main_accuracy, roc_points
+from .operating_point import detector_tau, tau_label
 from .similarity import EPS
 
 TAU_MIN, TAU_MAX, TAU_STEP = 0.5, 4.0, 0.1
@@ -162,27 +163,30 @@ class LayerwiseExplorer:
         benign, poisoned = self.curves(class_)
         return benign[:, layer - 1], poisoned[:, layer - 1]
 
-    def rates(self, tau: float) -> dict[str, float | int]:
+    def rates(self, tau: float | None = None) -> dict[str, float | int]:
         """The detector's TPR and FPR at threshold ``tau`` (fractions), from the precomputed scores.
+
+        ``tau`` None: the detector's own threshold (``calibrated_tau_`` with ``target_fpr``, else ``tau``;
+        :func:`analysis.operating_point.detector_tau`), flagged by the detector itself, as ``predict`` flags.
 
         As in :func:`analysis.evaluation.evaluate_detection`: every input is scored against
         its predicted class; TPR over all poisoned inputs, FPR over all benign ones.
         Also returns the counts ``flagged_poisoned`` / ``n_poisoned`` and ``flagged_benign`` / ``n_benign``.
         """
-        tau = self._check_tau(tau)
+        tau = None if tau is None else self._check_tau(tau)
         on_poisoned = self.detector.flag_scores(self.poisoned_scores, self.poisoned_predicted, tau)
         on_benign = self.detector.flag_scores(self.benign_scores, self.benign_predicted, tau)
-        return {"tau": tau, "tpr": float(on_poisoned.mean()), "fpr": float(on_benign.mean()),
+        return {"tau": detector_tau(self.detector) if tau is None else tau, "tau_label": tau_label(self.detector, tau),
+                "tpr": float(on_poisoned.mean()), "fpr": float(on_benign.mean()),
                 "flagged_poisoned": int(on_poisoned.sum()), "n_poisoned": len(on_poisoned),
                 "flagged_benign": int(on_benign.sum()), "n_benign": len(on_benign)}
 
     def summary(self, tau: float | None = None) -> dict[str, object]:
         """MA and ASR of the model, the target's LOI and scored layers, and :meth:`rates` at ``tau``.
 
-        ``tau`` defaults to the detector's. MA: benign predictions equal to the labels; ASR:
-        poisoned inputs predicted as the target (fractions).
+        ``tau`` defaults to the detector's own threshold (calibrated with ``target_fpr``). MA: benign predictions
+        equal to the labels; ASR: poisoned inputs predicted as the target (fractions).
         """
-        tau = self.detector.tau if tau is None else tau
         return {"ma": main_accuracy(self.benign_predicted, self.benign_labels),
                 "asr": attack_success_rate(self.poisoned_predicted, self.target),
                 "target": self.target, "loi": int(self.detector.loi_[self.target]),
@@ -197,7 +201,7 @@ class LayerwiseExplorer:
             f"MA {100 * s['ma']:.1f} %   ASR {100 * s['asr']:.1f} %",
             f"LOI of the target class {s['target']}: layer {loi} of {self.n_layers} ({self.layer_names[loi - 1]}); "
             f"scored layers {s['score_layers']}",
-            f"tau = {s['tau']:.1f}: TPR {100 * s['tpr']:.1f} % ({s['flagged_poisoned']}/{s['n_poisoned']} poisoned "
+            f"{s['tau_label']}: TPR {100 * s['tpr']:.1f} % ({s['flagged_poisoned']}/{s['n_poisoned']} poisoned "
             f"inputs flagged), FPR {100 * s['fpr']:.1f} % ({s['flagged_benign']}/{s['n_benign']} benign inputs flagged)",
         ])
 
@@ -221,9 +225,11 @@ class LayerwiseExplorer:
         }, index=pd.RangeIndex(1, self.n_layers + 1, name="layer"))
         return table
 
-    def threshold(self, class_: int, tau: float) -> float:
-        """The score beyond which an input predicted as ``class_`` is flagged at ``tau`` (mu - tau sigma for cosine)."""
-        return self.detector.thresholds(self._check_tau(tau))[self._check_class(class_)]
+    def threshold(self, class_: int, tau: float | None = None) -> float:
+        """The score beyond which an input predicted as ``class_`` is flagged at ``tau`` (mu - tau sigma for cosine).
+
+        ``tau`` None: the detector's own threshold, as in :meth:`rates`."""
+        return self.detector.thresholds(None if tau is None else self._check_tau(tau))[self._check_class(class_)]
 
     def score_distribution(self, class_: int) -> tuple[np.ndarray, np.ndarray]:
         """``(benign [Nb], poisoned [Np])`` detector scores of the inputs predicted as ``class_`` (Fig. 6)."""
@@ -252,7 +258,7 @@ class LayerwiseExplorer:
         if self.detector.metric != "cosine" or self.detector.score != "sum":
             raise ValueError(f"single_layer_table: defined for the paper's cosine sum, this detector uses metric "
                              f"{self.detector.metric!r} and score {self.detector.score!r}")
-        tau = self.detector.tau if tau is None else self._check_tau(tau)
+        tau = None if tau is None else self._check_tau(tau)  # None: each detector's own threshold
         column_of = {c: i for i, c in enumerate(self.classes)}
         rows = {}
         for layer in range(1, self.n_layers + 1):
@@ -297,10 +303,10 @@ class LayerwiseExplorer:
         fig.update_layout(height=360, margin=dict(t=60, b=40))
         return fig
 
-    def readout(self, tau: float) -> str:
-        """HTML line with TPR and FPR at ``tau`` (percentages and counts)."""
+    def readout(self, tau: float | None = None) -> str:
+        """HTML line with TPR and FPR at ``tau`` (percentages and counts); None: the detector's own threshold."""
         r = self.rates(tau)
-        return (f"<b>&tau; = {r['tau']:.1f}</b>: TPR {100 * r['tpr']:.1f} % "
+        return (f"<b>{tau_label(self.detector, tau, '&tau;')}</b>: TPR {100 * r['tpr']:.1f} % "
                 f"({r['flagged_poisoned']}/{r['n_poisoned']} poisoned inputs flagged), "
                 f"FPR {100 * r['fpr']:.1f} % ({r['flagged_benign']}/{r['n_benign']} benign inputs flagged)")
 

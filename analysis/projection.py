@@ -36,8 +36,10 @@ import torch
 import torch.nn as nn
 
 from .data import LabeledImages
+from .devices import evaluation_mode, model_device, model_dtype
 from .features import extract_features, paper_layers, predict_classes
 from .metrics import auroc
+from .validation import check_index, check_model_output
 from .plotting import BENIGN_COLOR, POISONED_COLOR
 
 if TYPE_CHECKING:  # experiments imports this module for fig1_pca's registration
@@ -166,9 +168,7 @@ class Projector:
                 raise TypeError(f"{name}: expected LabeledImages, got {type(data).__name__}")
         if len(reference) < 2:
             raise ValueError(f"reference: expected at least 2 images to fit a 2-component PCA, got {len(reference)}")
-        if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
-            raise TypeError(f"target: expected an integer class, got {target!r}")
-        self.model, self.reference, self.target = model, reference, int(target)
+        self.model, self.reference, self.target = model, reference, self._check_target(model, reference, target)
         self.layers: list[str] = paper_layers(model)
         self.n_layers = len(self.layers)
         self.latent_layer: str | None = getattr(model, "latent_layer", None)
@@ -179,6 +179,24 @@ class Projector:
         self.benign = benign_test.subset(np.flatnonzero(benign_predicted == self.target))
         self.poisoned = poisoned_test.subset(np.flatnonzero(poisoned_predicted == self.target))
         self._cache: dict[str, Projection] = {}
+
+    @staticmethod
+    def _check_target(model: nn.Module, reference: LabeledImages, target: int) -> int:
+        """``target`` as an int class of ``model`` (0..classes-1, read from one forward pass); else a clear error.
+
+        A class the model does not have (12 for a 10-class model, 1.7, a label from another dataset) would
+        select no input and draw an empty picture without a word.
+        """
+        with torch.no_grad(), evaluation_mode(model):
+            logits = check_model_output(model(reference.x[:1].to(model_device(model), model_dtype(model))))
+        classes = logits.shape[1]
+        try:
+            return check_index(target, "target", 0, classes - 1)
+        except ValueError as error:
+            raise ValueError(f"{error}: the model has {classes} classes (0..{classes - 1}), so no input could be "
+                             f"classified as target {target!r} and the projection would be empty") from None
+        except TypeError as error:
+            raise TypeError(f"{error} (a class of the model: 0..{classes - 1})") from None
 
     def _predicted(self, predicted: np.ndarray | None, data: LabeledImages, name: str) -> np.ndarray:
         if predicted is None:

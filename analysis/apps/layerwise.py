@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from ..explore import TAU_MAX, TAU_MIN, TAU_STEP, LayerwiseExplorer
 from ..models import ARCHITECTURES
+from ..operating_point import tau_label
 from ..paper_results import ADAPTIVE_BETAS, TABLE4_RATES
 from ..plotting import BENIGN_COLOR, LOI_COLOR, POISONED_COLOR, histogram_figure, layerwise_curve_figure
 from ..workbench import Workbench
@@ -185,7 +186,7 @@ def _variant_figure(explorers: dict, selected, label: str, title: str) -> go.Fig
     explorer = explorers[selected]
     target = explorer.target
     fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.1, subplot_titles=(
-        f"{label} = {selected:g}: similarity to class {target}'s centroids", f"over {label} (τ = {explorer.detector.tau:.1f})"))
+        f"{label} = {selected:g}: similarity to class {target}'s centroids", f"over {label} ({tau_label(explorer.detector, symbol='τ')})"))
     benign, poisoned = explorer.curves(target)
     layerwise_curve_figure(benign, poisoned, explorer.detector.loi_[target], explorer.detector.score_layers_[target],
                            fig=fig, row=1, col=1)
@@ -223,7 +224,7 @@ class RateApp(App):
         explorers = {100 * r: e for r, e in self.explorers().items()}
         fig = _variant_figure(explorers, 100 * rate, "rate %", f"{self.arch} + BadNets at several poisoning rates")
         explorer = explorers[100 * rate]
-        return fig, f"rate {100 * rate:g} %: {model_text(explorer)}<br>{explorer.readout(explorer.detector.tau)}"
+        return fig, f"rate {100 * rate:g} %: {model_text(explorer)}<br>{explorer.readout()}"
 
 
 class AdaptiveApp(App):
@@ -250,7 +251,7 @@ class AdaptiveApp(App):
         explorers = self.explorers(arch)
         fig = _variant_figure(explorers, beta, "β", f"{arch}: adaptive attack against the layer-wise detector")
         explorer = explorers[beta]
-        return fig, f"β = {beta:g}: {model_text(explorer)}<br>{explorer.readout(explorer.detector.tau)}"
+        return fig, f"β = {beta:g}: {model_text(explorer)}<br>{explorer.readout()}"
 
 
 class SingleLayerApp(_ModelApp):

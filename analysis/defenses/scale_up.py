@@ -82,6 +82,29 @@ def scaled_prediction_consistency(model: nn.Module, images: torch.Tensor, scales
     return np.concatenate(spc), np.concatenate(predicted)
 
 
+def check_threshold(threshold: float, mode: str) -> None:
+    """A ValueError unless ``threshold`` can separate scores of ``mode``: data-free, SPC in [0, 1], so [0, 1).
+
+    Flagging is ``score > threshold``: in data-free mode a threshold of 1 or more flags nothing (SPC <= 1) and a
+    negative one flags everything, each silently. The data-limited score (SPC standardised per class) may be
+    any finite number. An unknown ``mode`` is left to the mode check.
+
+    Examples
+    --------
+    >>> check_threshold(0.5, "data-free")
+    >>> check_threshold(3.0, "data-free")
+    Traceback (most recent call last):
+    ...
+    ValueError: threshold: expected a number in [0, 1) in data-free mode, got 3.0; ...
+    """
+    check_number(threshold, "threshold", -float("inf"), float("inf"), low_open=True, high_open=True)
+    if mode == "data-free" and not 0.0 <= threshold < 1.0:
+        effect = "flags no input (SPC is at most 1)" if threshold >= 1.0 else "flags every input (SPC is at least 0)"
+        raise ValueError(f"threshold: expected a number in [0, 1) in data-free mode, got {threshold!r}; the score "
+                         f"(SPC) lies in [0, 1] and inputs are flagged where it exceeds the threshold, so this "
+                         f"{effect}. A threshold in standard deviations belongs to mode='data-limited'")
+
+
 class ScaleUp(Defense):
     """Flag inputs whose prediction stays the same when their pixel values are amplified.
 
@@ -90,6 +113,8 @@ class ScaleUp(Defense):
     scales : pixel multipliers, each > 1 (paper: 3, 5, 7, 9, 11).
     threshold : flag when the score exceeds it (default 0.5: an SPC of at least 3/5 with
         the default scales; in ``"data-limited"`` mode, in standard deviations above the class mean).
+        Data-free, it must lie in [0, 1) (outside, nothing or everything would be flagged): refused
+        at construction, in ``set_params`` and, when set as an attribute, at the next ``fit`` or use.
     mode : ``"data-free"`` (default; score = SPC) or ``"data-limited"`` (score = SPC
         standardised with the reference images' per-class mean and std).
     batch_size : images per forward pass (each image is run ``1 + len(scales)`` times).
@@ -109,11 +134,18 @@ class ScaleUp(Defense):
     def __init__(self, scales: Sequence[float] = (3, 5, 7, 9, 11), *, threshold: float = 0.5,
                  mode: Literal["data-free", "data-limited"] = "data-free", batch_size: int = 256,
                  progress: bool = False) -> None:
+        if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and np.isfinite(threshold):
+            check_threshold(threshold, mode)  # outside SPC's range: refused at once (NaN, text ...: at fit, as before)
         self.scales = scales
         self.threshold = threshold
         self.mode = mode
         self.batch_size = batch_size
         self.progress = progress
+
+    def set_params(self, **params) -> "ScaleUp":
+        """scikit-learn's ``set_params``; a ``threshold`` outside the (new) mode's score range is refused before any is set."""
+        check_threshold(params.get("threshold", self.threshold), params.get("mode", self.mode))
+        return super().set_params(**params)
 
     def _check_settings(self) -> None:
         scales = list(self.scales) if isinstance(self.scales, (list, tuple)) else None
@@ -121,8 +153,8 @@ class ScaleUp(Defense):
             raise ValueError(f"scales: expected a non-empty list of numbers > 1, got {self.scales!r}")
         for factor in scales:
             check_number(factor, "scales", 1.0, float("inf"), low_open=True, high_open=True)
-        check_number(self.threshold, "threshold", -float("inf"), float("inf"), low_open=True, high_open=True)
         check_choice(self.mode, "mode", MODES)
+        check_threshold(self.threshold, self.mode)  # also at every use: ``defense.threshold = 2`` after fit
         check_int(self.batch_size, "batch_size")
 
     def fit(self, model: nn.Module, reference: LabeledImages | None = None, train=None) -> "ScaleUp":
@@ -174,4 +206,4 @@ class ScaleUp(Defense):
         return scores, self.threshold - scores
 
 
-__all__ = ["MODES", "ScaleUp", "scaled_prediction_consistency"]
+__all__ = ["MODES", "ScaleUp", "check_threshold", "scaled_prediction_consistency"]
