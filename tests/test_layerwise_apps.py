@@ -9,9 +9,10 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from analysis.apps import (AdaptiveApp, App, ClassroomApp, ExplorerApp, RateApp, ScoreApp, SingleLayerApp, Snapshot,
+from analysis.apps import (AdaptiveApp, App, ClassroomApp, ExplorerApp, RateApp, ScoreApp, SingleLayerApp,
                            ThresholdApp)
-from analysis.apps.base import PNG_ENV, html_to_text
+from analysis.apps.base import html_to_text
+from analysis.apps.layerwise import FPR_FLOOR, log_fpr
 from analysis.workbench import Workbench
 
 
@@ -60,14 +61,6 @@ def test_html_readouts_become_plain_text():
     assert html_to_text("<b>&tau; = 2.5</b>: a<br>b &lt; c") == "τ = 2.5: a\nb < c"
 
 
-def test_a_snapshot_shows_nothing_unless_png_is_asked_for(monkeypatch):
-    monkeypatch.delenv(PNG_ENV, raising=False)
-    snapshot = Counter().snapshot()
-    assert isinstance(snapshot, Snapshot) and not isinstance(snapshot.figure, go.FigureWidget)
-    assert snapshot.figure.data[0].y == (1,)  # a static copy of the app's figure
-    assert snapshot._repr_mimebundle_() == {}  # live session: the figure is right above; no second copy
-
-
 # ---------------------------------------------------------------------- Figs. 2/3/7/8
 def test_explorer_app_starts_at_the_target_and_its_loi(workbench):
     app = ExplorerApp(workbench)
@@ -96,6 +89,13 @@ def test_layer_and_class_move_the_histograms_and_the_curves(workbench):
     app.set(class_=7)
     assert app.values()["layer"] == explorer.detector.loi_[7]  # a new class starts at its own LOI
     np.testing.assert_allclose(app.figure.data[0].y, explorer.curves(7)[0].mean(0))
+    # the readout describes the class the figure shows, with counts recomputed here from its scores
+    benign, poisoned = explorer.score_distribution(7)
+    threshold = explorer.threshold(7, 2.5)
+    line = app.text().splitlines()[-1]
+    assert line.startswith(f"class 7: LOI {explorer.detector.loi_[7]} (") and "target" not in line
+    assert line.endswith(f"flagged {(benign < threshold).sum()}/{len(benign)} benign and "
+                         f"{(poisoned < threshold).sum()}/{len(poisoned)} poisoned inputs classified 7")
 
 
 def test_switching_the_model_resets_class_and_layer_range(workbench):
@@ -119,9 +119,15 @@ def test_threshold_app_marks_tau_on_both_panels_and_switches_metric(workbench):
     explorer = workbench.explorer("resnet18", "badnets")
     point = [t for t in app.figure.data if t.mode == "markers"][0]
     rates = explorer.rates(2.5)
-    assert (point.x[0], point.y[0]) == (pytest.approx(100 * rates["fpr"]), pytest.approx(100 * rates["tpr"]))
+    # the ROC's FPR axis is logarithmic: an FPR under 0.1 % (0 included) is drawn at 0.1 %
+    assert app.figure.layout.xaxis2.type == "log" and FPR_FLOOR == 0.1
+    assert (point.x[0], point.y[0]) == (pytest.approx(max(100 * rates["fpr"], 0.1)), pytest.approx(100 * rates["tpr"]))
+    assert list(log_fpr([0.0, 0.05, 0.5, 20.0])) == [0.1, 0.1, 0.5, 20.0]
     app.set(tau=3.0)
     assert _dashed_lines(app.figure)[0].x0 == 3.0
+    # τ is named in the panel's title, not by a label on the dashed line (it sat on the TPR curve)
+    assert app.figure.layout.annotations[0].text == "TPR and FPR over the threshold τ (dashed: τ = 3.0)"
+    assert not any(a.text == "τ = 3.0" for a in app.figure.layout.annotations)
     app.set(metric="euclidean")
     euclidean = workbench.explorer("resnet18", "badnets", metric="euclidean")
     assert euclidean.detector.metric == "euclidean"

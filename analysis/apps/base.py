@@ -8,10 +8,14 @@ readout from the app's :meth:`App.draw`, which reads precomputed arrays (it neve
 that has already run), and :func:`show_figure` rewrites the widget's stored state so that a
 reload or a Voila render shows the current figure.
 
+A change of a control in :attr:`App.slow_controls` (a model switch: seconds to minutes) runs inside
+:meth:`App.busy`: controls disabled, a "loading …" line, the old readout and title marked as
+stale, until the new figure is drawn.
+
 Tests and notebooks drive an app without a browser with :meth:`App.set` and read
 ``app.figure`` (its traces) and ``app.readout.value``. :meth:`App.snapshot` gives the current
-figure as a static PNG (when asked for), kept in a notebook's committed outputs so that the
-notebook shows a picture where no kernel runs (GitHub, nbviewer).
+figure as a static PNG, kept in a saved notebook's outputs so that the notebook shows a picture
+where no kernel runs (GitHub, nbviewer, a reopened file).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import base64
 import html
 import os
 import re
+from contextlib import contextmanager, nullcontext
 from copy import deepcopy
 from typing import Any
 
@@ -28,6 +33,10 @@ import plotly.graph_objects as go
 #: Width in pixels that the apps lay their figures out for, and of the static snapshots. Live, a figure takes
 #: the width of its notebook cell instead (:func:`fit_to_page`), so it is not cut off beside JupyterLab's sidebar.
 FIGURE_WIDTH = 900
+
+
+#: The controls that pick a model (architecture, attack): changing one loads, or first trains, a model.
+MODEL = ("arch", "attack")
 
 
 def fit_to_page(figure: go.Figure) -> go.Figure:
@@ -73,16 +82,22 @@ class App(widgets.VBox):
     figure : ``go.FigureWidget``, the one live figure.
     """
 
+    #: Controls whose change may take seconds or minutes (it loads or trains a model): shown with :meth:`busy`.
+    #: Names that the app has no control of are ignored.
+    slow_controls: tuple[str, ...] = MODEL
+
     def __init__(self, controls: dict[str, widgets.ValueWidget]) -> None:
         self.controls = dict(controls)
         self._quiet = False
         figure, text = self.draw(**self.values())
         self.figure = go.FigureWidget(fit_to_page(figure))
         self.readout = widgets.HTML(text)
+        #: One line under the controls: empty, or what the app is busy with (:meth:`busy`).
+        self.status = widgets.HTML("")
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         row = widgets.HBox(list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
-        super().__init__(children=[row, self.readout, self.figure])
+        super().__init__(children=[row, self.status, self.readout, self.figure])
 
     # ------------------------------------------------------------------ to implement
     def draw(self, **values: Any) -> tuple[go.Figure, str]:
@@ -98,30 +113,85 @@ class App(widgets.VBox):
         return {name: control.value for name, control in self.controls.items()}
 
     def set(self, **values: Any) -> "App":
-        """Set several controls at once (as a user would, one redraw at the end); returns the app."""
+        """Set several controls at once (as a user would, one redraw at the end); returns the app.
+
+        The status line then says which controls code set (a later notebook cell changes the app shown
+        above it), until a user moves a control.
+        """
         unknown = sorted(set(values) - set(self.controls))
         if unknown:
             raise ValueError(f"set: unknown control(s) {unknown}; this app has {list(self.controls)}")
-        self._quiet = True
-        try:
-            for name, value in values.items():
-                self.controls[name].value = value
-                self.sync_controls(name)
-        finally:
-            self._quiet = False
-        self.refresh()
+        with self._busy_if(values, {**self.values(), **values}):
+            self._quiet = True
+            try:
+                for name, value in values.items():
+                    self.controls[name].value = value
+                    self.sync_controls(name)
+            finally:
+                self._quiet = False
+            self.refresh()
+        settings = ", ".join(f"{name} = {value!r}" for name, value in values.items())
+        self.status.value = f'<i class="layerwise-set">set by code (a cell below), not with the controls: {html.escape(settings)}</i>'
         return self
 
     def _on_change(self, change: dict) -> None:
         if self._quiet:
             return
         name = next(n for n, control in self.controls.items() if control is change["owner"])
-        self._quiet = True
+        self.status.value = ""  # a user's change: the app no longer shows a state that code set
+        with self._busy_if([name], self.values()):
+            self._quiet = True
+            try:
+                self.sync_controls(name)
+            finally:
+                self._quiet = False
+            self.refresh()
+
+    def _busy_if(self, changed, values: dict[str, Any]):
+        """:meth:`busy` when one of the ``changed`` control names is slow, else a context that does nothing."""
+        if any(name in self.slow_controls for name in changed):
+            return self.busy(self.busy_message(values))
+        return nullcontext()
+
+    def busy_message(self, values: dict[str, Any]) -> str:
+        """What a slow change to the controls' new ``values`` is doing: ``"loading mobilenetv2 + issba…"``."""
+        models = [str(values[name]) for name in ("arch", "attack") if name in values]
+        others = [f"{name} = {values[name]}" for name in self.slow_controls if name in values and name not in MODEL]
+        text = f"loading {' + '.join(models)}" if models else "computing"
+        if others:
+            text += ("; " if models else " ") + ", ".join(others)
+        return text + "…"
+
+    @contextmanager
+    def busy(self, message: str):
+        """Show that the app is working while the body runs (a model switch, a retraining, a timing).
+
+        On entry: every control disabled, :attr:`status` shows ``message``, the readout is greyed out
+        under "previous settings", and the figure's title says it is the previous figure. These
+        messages reach the browser at once, before the slow work starts. On exit the controls are
+        enabled again (those that were) and the status line cleared; the body's redraw replaces
+        readout and title. If the body raises, the status line keeps the error, and readout and title
+        stay marked as stale: they no longer match the controls.
+        """
+        enabled = [control for control in self.controls.values() if not getattr(control, "disabled", False)]
+        for control in enabled:
+            control.disabled = True
+        self.status.value = f'<b class="layerwise-busy">⏳ {html.escape(message)}</b>'
+        self.readout.value = (f'<div class="layerwise-stale" style="opacity:0.45"><i>previous settings:</i><br>'
+                              f"{self.readout.value}</div>")
+        title = self.figure.layout.title.text or ""
+        self.figure.layout.title.text = f"{html.escape(message)} (still showing: {title})"
         try:
-            self.sync_controls(name)
+            yield
+        except BaseException as error:
+            self.status.value = (f'<b class="layerwise-failed">failed: {html.escape(message)} '
+                                 f"{html.escape(type(error).__name__)}: {html.escape(str(error))}</b>")
+            raise
+        else:
+            self.status.value = ""
         finally:
-            self._quiet = False
-        self.refresh()
+            for control in enabled:
+                control.disabled = False
 
     def refresh(self) -> None:
         """Redraw the figure and the readout from the controls' current values."""
@@ -147,19 +217,28 @@ def html_to_text(value: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<br\s*/?>", "\n", value)))
 
 
-#: Set to ``1`` to render snapshots as PNG (``tools/execute_notebooks.py`` does, for committed outputs).
+#: Set to ``0`` to render no snapshot PNG (each costs about 0.2-4 s); any other value or unset: render.
 PNG_ENV = "LAYERWISE_SNAPSHOT_PNG"
+#: What a snapshot says when it has no picture (``text/plain``).
+NO_PICTURE = ("(no static picture of the figure: plotly needs the kaleido package and Chromium to render one; "
+              'pip install -e ".[static]")')
+
+
+def in_voila() -> bool:
+    """Whether this kernel runs under Voila (Voila sets ``VOILA_*`` variables in its kernels' environment)."""
+    return any(name in os.environ for name in ("VOILA_BASE_URL", "VOILA_SERVER_URL", "VOILA_APP_PORT"))
 
 
 class Snapshot:
-    """A static PNG picture of a figure for a notebook's committed outputs.
+    """A static PNG picture of a figure, kept in a saved notebook (GitHub, nbviewer, a reopened file).
 
-    Rendered when the environment variable :data:`PNG_ENV` is ``1`` and plotly can render a PNG:
-    that needs the optional ``kaleido`` package and a Chromium/Chrome on the machine
-    (``pip install -e ".[static]"``). ``tools/execute_notebooks.py`` sets it, so committed notebooks
-    carry PNGs that GitHub and nbviewer show without a kernel. Otherwise (a live session in
-    JupyterLab or Voila, a test run) it displays nothing: the live figure is right above it. (A
-    static plotly figure as fallback raised a JavaScript error under Voila: "r.setData is not a
+    A live widget is saved without a picture (JupyterLab stores no widget state by default, and a
+    stored state needs a kernel-less widget renderer): this output keeps one. Its mime bundle holds
+    ``image/png`` (plotly renders it with the ``kaleido`` package and Chromium: ``pip install -e
+    ".[static]"``) and a one-line ``text/plain``; without a renderer, only that line, saying why
+    (:data:`NO_PICTURE`). Under Voila it displays nothing: nobody saves a Voila page, and the live
+    figure is right above. The environment variable :data:`PNG_ENV` = ``0`` turns rendering off.
+    (A static plotly figure as fallback raised a JavaScript error under Voila: "r.setData is not a
     function".)
     """
 
@@ -167,19 +246,34 @@ class Snapshot:
         self.figure = figure
 
     def png(self) -> bytes | None:
-        """The figure as PNG bytes, or None when PNGs are not asked for or no renderer is available."""
-        if os.environ.get(PNG_ENV) != "1":
+        """The figure as PNG bytes, or None when PNGs are turned off or no renderer is available."""
+        if os.environ.get(PNG_ENV) == "0":
             return None
         try:
             return self.figure.to_image(format="png", width=FIGURE_WIDTH, scale=1)
         except Exception:  # kaleido or its browser missing: no picture
             return None
 
+    def caption(self) -> str:
+        """The one-line ``text/plain`` of the picture: the figure's title."""
+        title = html_to_text(self.figure.layout.title.text or "").strip()
+        return f"[figure: {title}]" if title else "[figure]"
+
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         png = self.png()
-        if png is not None:
-            return {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": "<figure snapshot>"}
-        return {}
+        if png is None:
+            return {"text/plain": NO_PICTURE}
+        return {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": self.caption()}
+
+    def _ipython_display_(self) -> None:
+        if in_voila():
+            return
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+
+    def __repr__(self) -> str:
+        return f"Snapshot({self.caption()})"
 
 
 def check_model_choice(workbench, arch: str, attack: str | None = None):

@@ -29,12 +29,10 @@ from ..data import LabeledImages
 from ..features import predict_classes
 from ..metrics import attack_success_rate, false_positive_rate, true_positive_rate
 from ..models import ARCHITECTURES
+from ..paths import RESULTS_DIR
 from ..plotting import BENIGN_COLOR, LOI_COLOR, POISONED_COLOR, roc_figure
 from ..workbench import Workbench
 from .base import FIGURE_WIDTH, App, check_model_choice, dropdown, slider
-
-#: Where the committed results live: ``docs/results`` of this checkout.
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 #: Display names of the detectors (the paper's abbreviations; ``ac-ref`` is AC with the reference criterion).
 LABELS = {"rs": "RS", "shrinkpad": "ShPd", "fp": "FP", "ac": "AC", "strip": "STRIP", "scan": "SCAn",
@@ -324,6 +322,7 @@ class StabilityApp(App):
     """
 
     MAX_RUNS = 10
+    slow_controls = ("arch", "runs")  # each new (architecture, run) fits a detector per attack
 
     def __init__(self, workbench: Workbench, arch: str = "resnet18", runs: int = 3, tau: float = 2.5,
                  max_eval: int | None = 50, attacks: tuple[str, ...] | None = None) -> None:
@@ -438,6 +437,8 @@ class RuntimeApp(App):
     max_inputs : cap on the detection inputs (None = all, as the paper).
     """
 
+    slow_controls = ("arch", "repeats")  # each new setting times every detector
+
     def __init__(self, workbench: Workbench, arch: str = "resnet18", repeats: int = 1,
                  detectors: tuple[str, ...] = ("layerwise", "ac", "scan"), max_inputs: int | None = None) -> None:
         self.workbench = check_model_choice(workbench, arch)
@@ -476,7 +477,8 @@ class RuntimeApp(App):
     def time_again(self) -> None:
         """Forget the current setting's timings and time it again."""
         self._timings.pop((self.controls["arch"].value, self.controls["repeats"].value), None)
-        self.refresh()
+        with self.busy(f"timing {', '.join(self.detectors)} again…"):
+            self.refresh()
 
     def committed_source(self, arch: str) -> str:
         """Where the committed ratios come from: the file and its torch threads."""

@@ -31,6 +31,15 @@ def _layout(fig: go.Figure, height: int, title: str) -> go.Figure:
     return fig
 
 
+#: The left end (in %) of a log-scale FPR axis: an FPR of 0 is drawn there (:func:`log_fpr`).
+FPR_FLOOR = 0.1
+
+
+def log_fpr(fpr_percent) -> np.ndarray:
+    """FPRs in % for a log axis: values under :data:`FPR_FLOOR` (0 among them, which a log axis cannot show) at it."""
+    return np.maximum(np.asarray(fpr_percent, dtype=np.float64), FPR_FLOOR)
+
+
 def model_text(explorer: LayerwiseExplorer) -> str:
     """One HTML line: MA, ASR and the target class's LOI and scored layers."""
     s = explorer.summary()
@@ -113,7 +122,20 @@ def explorer_figure(explorer: LayerwiseExplorer, class_: int, layer: int, tau: f
                      threshold=explorer.threshold(class_, tau), threshold_label=f"μ − {tau:.1f}σ",
                      fig=fig, row=2, col=2, showlegend=False)
     _layout(fig, 780, f"{label}: inputs the model classifies as class {class_}")
-    return fig, f"{model_text(explorer)}<br>{explorer.readout(tau)}"
+    return fig, f"{model_text(explorer)}<br>{explorer.readout(tau)}<br>{class_text(explorer, class_, tau)}"
+
+
+def class_text(explorer: LayerwiseExplorer, class_: int, tau: float) -> str:
+    """One HTML line on the inputs classified as ``class_`` (the class the figure shows): its LOI, its scored
+    layers, and how many of its benign and poisoned inputs the detector flags at ``tau``."""
+    detector = explorer.detector
+    benign, poisoned = explorer.score_distribution(class_)
+    flagged = [int(detector.flag_scores(scores, np.full(len(scores), class_), tau).sum()) for scores in (benign, poisoned)]
+    role = " (the attack's target)" if class_ == explorer.target else ""
+    loi = int(detector.loi_[class_])
+    return (f"<b>class {class_}</b>{role}: LOI {loi} ({explorer.layer_names[loi - 1]}), scored layers "
+            f"{list(detector.score_layers_[class_])}; at &tau; = {tau:.1f} flagged {flagged[0]}/{len(benign)} benign "
+            f"and {flagged[1]}/{len(poisoned)} poisoned inputs classified {class_}")
 
 
 class ThresholdApp(_ModelApp):
@@ -135,16 +157,20 @@ class ThresholdApp(_ModelApp):
         sweep = explorer.rates_table(TAU_GRID)
         roc, here = explorer.roc(), explorer.rates(tau)
         fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
-            "TPR and FPR over the threshold τ", f"ROC curve (AUROC {100 * roc['auroc']:.1f} %)"))
+            f"TPR and FPR over the threshold τ (dashed: τ = {tau:.1f})",
+            f"ROC curve (AUROC {100 * roc['auroc']:.1f} %), FPR on a log scale"))
         fig.add_trace(go.Scatter(x=sweep.index, y=sweep["TPR %"], name="TPR", line=dict(color=POISONED_COLOR)), 1, 1)
         fig.add_trace(go.Scatter(x=sweep.index, y=sweep["FPR %"], name="FPR", line=dict(color=BENIGN_COLOR)), 1, 1)
-        fig.add_vline(x=tau, line_dash="dash", line_color="black", annotation_text=f"τ = {tau:.1f}", row=1, col=1)
-        fig.add_trace(go.Scatter(x=100 * roc["fpr"], y=100 * roc["tpr"], name="ROC", line=dict(color=LOI_COLOR)), 1, 2)
-        fig.add_trace(go.Scatter(x=[100 * here["fpr"]], y=[100 * here["tpr"]], mode="markers", name=f"τ = {tau:.1f}",
-                                 marker=dict(size=12, color="black")), 1, 2)
+        fig.add_vline(x=tau, line_dash="dash", line_color="black", row=1, col=1)  # labelled in the panel's title
+        fig.add_trace(go.Scatter(x=log_fpr(100 * roc["fpr"]), y=100 * roc["tpr"], name="ROC", line_shape="hv",
+                                 line=dict(color=LOI_COLOR)), 1, 2)
+        fig.add_trace(go.Scatter(x=log_fpr([100 * here["fpr"]]), y=[100 * here["tpr"]], mode="markers",
+                                 name=f"τ = {tau:.1f}", marker=dict(size=12, color="black")), 1, 2)
         fig.update_xaxes(title_text="τ (standard deviations)", row=1, col=1)
         fig.update_yaxes(title_text="%", range=[-2, 102], row=1, col=1)
-        fig.update_xaxes(title_text="FPR %", range=[-2, 102], row=1, col=2)
+        fig.update_xaxes(title_text=f"FPR % (0 drawn at {FPR_FLOOR:g})", type="log", range=[np.log10(FPR_FLOOR), 2],
+                         tickvals=[0.1, 0.5, 1, 5, 10, 50, 100], ticktext=["0.1", "0.5", "1", "5", "10", "50", "100"],
+                         row=1, col=2)
         fig.update_yaxes(title_text="TPR %", range=[-2, 102], row=1, col=2)
         _layout(fig, 460, f"{arch} + {attack}, {metric} detector")
         return fig, f"{model_text(explorer)}<br>{explorer.readout(tau)}; AUROC {percent(roc['auroc'])}"
@@ -280,5 +306,5 @@ class SingleLayerApp(_ModelApp):
         return fig, text
 
 
-__all__ = ["AdaptiveApp", "ExplorerApp", "explorer_figure", "RateApp", "ScoreApp", "SingleLayerApp", "TAU_GRID", "ThresholdApp",
+__all__ = ["AdaptiveApp", "ExplorerApp", "FPR_FLOOR", "class_text", "explorer_figure", "log_fpr", "RateApp", "ScoreApp", "SingleLayerApp", "TAU_GRID", "ThresholdApp",
            "model_text", "variant_table"]
