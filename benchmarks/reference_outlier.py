@@ -1,4 +1,4 @@
-"""How one atypical reference image moves the layer-wise detector's threshold (README, Results).
+"""How one atypical reference image moves the layer-wise detector's threshold (docs/deviations.md).
 
 Fits ``LayerwiseDetector`` (paper settings) on the digits reference split for a zoo model and, for
 the attack's target class, prints the reference scores (summed cosine similarity at LOI-2..LOI),
