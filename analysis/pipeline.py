@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 
 from .attacks import Attack, AttackContext, build_attack, dataset_attack_settings
-from .checkpoints import DEFAULT_DIR, checkpoint_name, load_checkpoint, read_manifest, round_to_half_, save_checkpoint
+from .checkpoints import (DEFAULT_DIR, check_entry, checkpoint_name, load_checkpoint, read_manifest, round_to_half_,
+                          save_checkpoint)
 from .data import DatasetSplits, LabeledImages, load_dataset
 from .detection import Detection, LayerwiseDetector
 from .devices import seed_everything
@@ -96,7 +97,7 @@ def reusable_checkpoint(name: str, folder: str | Path, definition: dict, device:
     entries = read_manifest(folder)["entries"]
     if name not in entries:
         return None
-    stored = entries[name].get("config") or {}  # compared before the file is read and hashed
+    stored = check_entry(name, entries[name], folder)["config"]  # compared before the file is read and hashed
     differences = definition_differences(stored, definition)
     if differences:
         raise ValueError(

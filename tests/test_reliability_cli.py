@@ -107,3 +107,12 @@ def test_offline_html_skips_a_folder_named_like_a_page(tmp_path):
     (tmp_path / "figure.html").mkdir()
     status, stdout, stderr = _run("offline-html", tmp_path)
     assert (status, stderr) == (0, "") and stdout.startswith("0 page(s)")
+
+
+def test_demo_with_a_malformed_manifest_entry_for_its_checkpoint(tmp_path):
+    entries = {"digits-resnet18-badnets": "digits-resnet18-badnets.safetensors"}  # a file name, not an object
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 1, "entries": entries}))
+    status, _, stderr = _run("demo", "--checkpoints", tmp_path, "--out", tmp_path / "r.html", "--no-progress")
+    assert _one_line_error(status, stderr, "demo").endswith(
+        "checkpoint 'digits-resnet18-badnets': manifest entry: expected an object with ['file', 'sha256', 'config'], "
+        "got str")
