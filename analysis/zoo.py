@@ -150,9 +150,11 @@ class VerifyResult:
 def verify(folder: str | Path = DEFAULT_DIR, tolerance: float = 0.005, data: DatasetSplits | None = None) -> list[VerifyResult]:
     """Check each manifest entry: hash (on load), then MA and ASR re-measured within ``tolerance`` (fraction).
 
-    One bad entry never stops the others: a missing file or manifest field, a file that is not
-    safetensors, a config that cannot rebuild the model or metrics that cannot be re-measured each
-    give that entry a failed :class:`VerifyResult` saying why.
+    One bad entry never stops the others: a malformed manifest entry (:func:`analysis.checkpoints.check_entry`),
+    a missing file, a file that is not safetensors, a config that cannot rebuild the model or metrics that
+    cannot be re-measured each give that entry a ``"failed"`` :class:`VerifyResult` saying why. An entry that
+    loads but cannot be compared (no MA recorded, an ASR recorded for a model without an attack, a metric
+    that is not a number) is ``"unverified"``, not ``"ok"``.
     """
     from numbers import Real
 
