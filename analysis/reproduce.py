@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .backends import BACKENDS, require_ray, run_on_ray
 from .data import DatasetSplits, load_dataset
-from .detection import check_reference_counts
+from .reference_checks import check_reference_counts
 from .experiments import EXPERIMENTS
 from .study import Study
 from .plotting import write_figure_html

@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _report import publish  # noqa: E402  (benchmarks/_report.py: a script's own folder is on sys.path)
 
-from analysis.detection import MIN_CLASS_SAMPLES, LayerwiseDetector  # noqa: E402
+from analysis.detection import LayerwiseDetector  # noqa: E402
+from analysis.reference_checks import MIN_CLASS_SAMPLES  # noqa: E402
 from analysis.explore import LayerwiseExplorer  # noqa: E402
 from analysis.metrics import auroc  # noqa: E402
 from analysis.reproduce import load_for_reproduce  # noqa: E402

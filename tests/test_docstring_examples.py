@@ -5,8 +5,9 @@ import importlib
 import pytest
 
 MODULES = ("analysis.attacks.badnets", "analysis.checkpoints", "analysis.data", "analysis.defenses.base",
-           "analysis.defenses.gaussian", "analysis.detection", "analysis.diagnostics", "analysis.features",
-           "analysis.metrics", "analysis.protocol", "analysis.similarity", "analysis.validation")
+           "analysis.defenses.gaussian", "analysis.detection", "analysis.detection_options", "analysis.detector_inputs",
+           "analysis.diagnostics", "analysis.estimator", "analysis.features", "analysis.metrics", "analysis.protocol",
+           "analysis.similarity", "analysis.validation")
 
 
 @pytest.mark.parametrize("name", MODULES)

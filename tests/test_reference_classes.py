@@ -13,7 +13,8 @@ import torch
 
 from analysis import reproduce as rep
 from analysis.data import DatasetSplits, LabeledImages
-from analysis.detection import MIN_CLASS_SAMPLES, LayerwiseDetector, ReferenceWarning, check_reference_counts
+from analysis.detection import LayerwiseDetector
+from analysis.reference_checks import MIN_CLASS_SAMPLES, ReferenceWarning, check_reference_counts
 
 rng = np.random.default_rng(0)
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from sklearn.covariance import LedoitWolf
 
-from analysis.detection import TRAJECTORY_STD_FLOOR, LayerwiseDetector
+from analysis.detection import LayerwiseDetector
+from analysis.detection_options import TRAJECTORY_STD_FLOOR
 
 pytestmark = pytest.mark.filterwarnings("ignore::analysis.detection.ReferenceWarning")
 rng = np.random.default_rng(0)

@@ -21,9 +21,7 @@ and name the attribute that marks them fitted in ``_fitted_attribute``.
 """
 from __future__ import annotations
 
-import copy
 import functools
-import inspect
 import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -33,17 +31,19 @@ import torch
 import torch.nn as nn
 
 from ..data import LabeledImages
+from ..detection import Detection
 from ..devices import evaluation_mode, model_device, model_dtype
-from ..detection import Detection, ReferenceWarning, _set_params
-from ..fingerprint import check_same_model, model_fingerprint
+from ..estimator import EstimatorMixin, check_unchanged_settings, snapshot_params
 from ..features import capture, predict_classes, resolve_layers
+from ..fingerprint import check_same_model, model_fingerprint
+from ..reference_checks import ReferenceWarning
 from ..validation import (NotFittedError, check_choice, check_finite_tensor, check_images, check_int,  # noqa: F401
-                          check_model_output, check_number, same_setting)
+                          check_model_output, check_number)
 
 Images = LabeledImages | torch.Tensor | np.ndarray
 
 
-class Defense:
+class Defense(EstimatorMixin):
     """Base class of the defenses; see the module docstring for the contract."""
 
     _fitted_attribute = "fitted_"
@@ -76,7 +76,7 @@ class Defense:
         """``model_fingerprint_`` (None without a model, e.g. ``fit_features``) and ``fit_params_`` (the settings)."""
         self.model_fingerprint_ = model_fingerprint(model) if isinstance(model, nn.Module) else None
         try:
-            self.fit_params_ = copy.deepcopy(self.get_params())
+            self.fit_params_ = snapshot_params(self)
         except AttributeError:  # a user's subclass that keeps a setting under another name: no settings check
             self.fit_params_ = None
 
@@ -88,16 +88,6 @@ class Defense:
         """The settings refused when changed after fit (:attr:`_refit_settings`; a subclass may decide per fit)."""
         return self._refit_settings
 
-    def unbind_model(self) -> "Defense":
-        """Forget which model ``fit`` saw (``model_fingerprint_ = None``), so that other models can be scored on purpose.
-
-        After ``fit``, scoring a model whose weights differ from the fitted one's
-        (:func:`analysis.fingerprint.model_fingerprint`) raises :class:`analysis.fingerprint.ModelMismatchError`.
-        """
-        self._check_fitted()
-        self.model_fingerprint_ = None
-        return self
-
     def fit(self, model: nn.Module, reference: LabeledImages | None = None, train: LabeledImages | None = None):
         raise NotImplementedError
 
@@ -108,15 +98,7 @@ class Defense:
     def _check_fitted(self) -> None:
         if not hasattr(self, self._fitted_attribute):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(model, reference) first")
-        recorded = getattr(self, "fit_params_", None)
-        if recorded is not None:
-            current = self.get_params()
-            changed = [name for name in self._fixed_settings() if not same_setting(current[name], recorded[name])]
-            if changed:
-                raise ValueError(
-                    "; ".join(f"{name}: changed after fit (fitted with {recorded[name]!r}, now {current[name]!r})"
-                              for name in changed)
-                    + f"; the fitted state of this {type(self).__name__} depends on it: refit, or set it back")
+        check_unchanged_settings(self, self._fixed_settings())
 
     def _run(self, model: nn.Module, x: Images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(suspicion, decision, flagged)``, each ``[N]``; ``flagged = decision < 0``."""
@@ -161,19 +143,6 @@ class Defense:
         """The model's predicted class, the suspicion score and the flag of every input, from one pass of the defense."""
         scores, _, flagged = self._run(model, x)
         return Detection(predict_classes(model, as_images(x, "x")), scores, flagged)
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor settings, by name (as in scikit-learn; ``deep`` is accepted and has no effect)."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
-
-    def set_params(self, **params) -> "Defense":
-        """Set constructor settings by name (as in scikit-learn); returns ``self``.
-
-        After ``fit``, a setting the fitted state depends on (``_refit_settings``) is refused at the next
-        call with a ValueError asking to refit; the others take effect at the next call.
-        """
-        return _set_params(self, params)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"

@@ -40,9 +40,10 @@ import torch
 import torch.nn as nn
 
 from ..data import LabeledImages
-from ..detection import Detection, ReferenceWarning
+from ..detection import Detection
 from ..features import iter_features, paper_layers
 from ..metrics import conformal_threshold
+from ..reference_checks import ReferenceWarning
 from .base import Defense, Images, as_images, check_choice, check_int, check_labeled, check_model, check_number
 
 __all__ = ["LayerwiseGaussianDetector", "layer_distances"]
