@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from .data import LabeledImages
 from .detection import LayerwiseDetector
+from .detector_inputs import check_tau
 from .features import iter_features
 from .plotting import histogram_figure, layerwise_curve_figure
 from .metrics import attack_success_rate, auroc, main_accuracy, roc_points
@@ -143,9 +144,7 @@ class LayerwiseExplorer:
 
     @staticmethod
     def _check_tau(tau: float) -> float:
-        if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)) or not np.isfinite(tau) or tau < 0:
-            raise ValueError(f"tau: expected a finite number >= 0, got {tau!r}")
-        return float(tau)
+        return check_tau(tau)
 
     # ------------------------------------------------------------------ plain data
     def curves(self, class_: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ from .. import paper_results as paper
 from ..comparison import VARIANTS, _cap, _paper_cell, available_defenses, build_detector, run_detector_scores
 from ..experiments import detector_runtime, stability_figure
 from ..data import LabeledImages
+from ..detector_inputs import check_tau
 from ..features import predict_classes
 from ..metrics import attack_success_rate, false_positive_rate, true_positive_rate
 from ..models import ARCHITECTURES
@@ -333,8 +334,7 @@ class StabilityApp(App):
         for attack in self.attacks:
             _check_choice(attack, "attacks", workbench.attacks)
         _check_int(runs, "runs", 1, self.MAX_RUNS)
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 <= tau <= 4.0:
-            raise ValueError(f"tau: expected a number in 0..4, got {tau!r}")
+        check_tau(tau, high=4.0)
         self.max_eval = None if max_eval is None else _check_int(max_eval, "max_eval", 1)
         self._runs: dict[tuple[str, str, int], dict] = {}
         super().__init__({"arch": dropdown(list(ARCHITECTURES), arch, "architecture", "200px"),

@@ -23,6 +23,7 @@ from plotly.subplots import make_subplots
 
 from ..checkpoints import DEFAULT_DIR, checkpoint_name, read_manifest
 from ..experiments import trigger_psnr
+from ..detector_inputs import check_tau
 from ..explore import TAU_MAX, TAU_MIN, TAU_STEP, LayerwiseExplorer
 from ..features import predict_classes
 from ..models import ARCHITECTURES
@@ -278,8 +279,7 @@ class ModelCurvesApp(App):
     def __init__(self, explorer: LayerwiseExplorer, label: str = "model", tau: float = 2.5) -> None:
         if not isinstance(explorer, LayerwiseExplorer):
             raise TypeError(f"explorer: expected a LayerwiseExplorer, got {type(explorer).__name__}")
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not TAU_MIN <= tau <= TAU_MAX:
-            raise ValueError(f"tau: expected a value in {TAU_MIN}..{TAU_MAX}, got {tau!r}")
+        check_tau(tau, low=TAU_MIN, high=TAU_MAX)
         self.explorer, self.label = explorer, str(label)
         target = explorer.target
         super().__init__({"class_": dropdown(explorer.classes, target, "class", "140px"),

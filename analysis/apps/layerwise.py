@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..detector_inputs import check_tau
 from ..explore import TAU_MAX, TAU_MIN, TAU_STEP, LayerwiseExplorer
 from ..models import ARCHITECTURES
 from ..operating_point import tau_label
@@ -70,8 +71,7 @@ class ExplorerApp(_ModelApp):
     """
 
     def __init__(self, workbench: Workbench, arch: str = "resnet18", attack: str = "badnets", tau: float = 2.5) -> None:
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not TAU_MIN <= tau <= TAU_MAX:
-            raise ValueError(f"tau: expected a value in {TAU_MIN}..{TAU_MAX}, got {tau!r}")
+        check_tau(tau, low=TAU_MIN, high=TAU_MAX)
         self.workbench = workbench
         explorer = workbench.explorer(arch, attack)
         target = explorer.target
