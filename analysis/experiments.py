@@ -27,7 +27,8 @@ from .comparison import (DETECTION_COLUMNS, LAYERWISE_OPTIONS, VARIANTS, Detecto
 from .data import LabeledImages
 from .detection import LayerwiseDetector
 from .features import paper_layers, predict_classes
-from .metrics import attack_metrics, attack_success_rate, false_positive_rate, main_accuracy, true_positive_rate
+from .metrics import (attack_metrics, attack_success_rate, false_positive_rate, main_accuracy, psnr,
+                      true_positive_rate)
 from .projection import fig1_pca
 from .study import OWN_TABLE_ATTACKS, PROFILES, Study, default_attacks  # noqa: F401
 from .zoo import adaptive_name, badnets_rate_name
@@ -39,10 +40,9 @@ __all__ = ["EXPERIMENTS", "MIN_FIG6_POISONED", "detector_runtime", "fig11_runtim
 
 # ---------------------------------------------------------------------- Table 3
 def trigger_psnr(attack, test: LabeledImages, poisoned_test: LabeledImages) -> float:
-    """Mean PSNR (dB, pixels in [0, 1]) of the triggered images against their benign versions (MSE floored at 1e-12: an identical image counts as 120 dB)."""
-    clean = test.of_class_not(attack.target).x
-    mse = ((poisoned_test.x - clean) ** 2).flatten(1).mean(1)
-    return float(torch.mean(10 * torch.log10(1.0 / mse.clamp_min(1e-12))))
+    """Mean :func:`analysis.metrics.psnr` (dB) of the triggered images against their benign versions (``inf`` if a
+    triggered image equals its benign one)."""
+    return float(np.mean(psnr(test.of_class_not(attack.target).x, poisoned_test.x)))
 
 
 def table3_attacks(study: Study) -> tuple[pd.DataFrame, list]:

@@ -10,6 +10,7 @@
 * F1: of the flags, poisoned = positive.
 * Conformal threshold: the suspicion above which at most a target share of new benign inputs fall,
   set from benign calibration scores by the split-conformal order statistic.
+* PSNR (dB): how visible a trigger is, per image, against the benign image (:func:`psnr`).
 
 :func:`detection_metrics` computes all of a detection cell's numbers; everything reports through it.
 """
@@ -20,7 +21,7 @@ import numpy as np
 from .validation import check_number
 
 __all__ = ["DETECTION_METRICS", "attack_metrics", "attack_success_rate", "auroc", "conformal_threshold", "detection_metrics",
-           "f1_score", "false_positive_rate", "main_accuracy", "roc_points", "tpr_at_fpr",
+           "f1_score", "false_positive_rate", "main_accuracy", "psnr", "roc_points", "tpr_at_fpr",
            "true_positive_rate"]
 
 
@@ -162,6 +163,43 @@ def detection_metrics(flagged_benign, flagged_poisoned, suspicion_benign=None, s
         out.update(auroc=auroc(benign, poisoned), tpr_at_fpr_1=tpr_at_fpr(benign, poisoned, 0.01),
                    tpr_at_fpr_5=tpr_at_fpr(benign, poisoned, 0.05))
     return out
+
+def psnr(benign, poisoned) -> np.ndarray:
+    """Per-image PSNR in dB of ``poisoned`` against ``benign``, pixels in [0, 1] (peak 1).
+
+    ``PSNR = 10 log10(1 / MSE)``, MSE the mean squared difference over an image's ``C × H × W`` values,
+    computed in float64. Identical images give ``inf`` (the definition's limit, as in scikit-image's
+    ``peak_signal_noise_ratio``): no floor, so a mean over images that include an unchanged one is ``inf``,
+    not a large finite number that looks like a faint trigger.
+
+    Parameters
+    ----------
+    benign, poisoned : tensors or arrays ``[N, C, H, W]`` (or one image ``[C, H, W]``), same shape, in [0, 1].
+
+    Returns
+    -------
+    ``[N]`` float64 array (``[1]`` for one image).
+
+    Examples
+    --------
+    One channel of 2 × 2 pixels, one pixel off by 0.2: MSE = 0.04 / 4 = 0.01, PSNR = 10 log10(100) = 20 dB.
+
+    >>> import numpy as np
+    >>> psnr(np.zeros((1, 1, 2, 2)), np.array([[[[0.2, 0.0], [0.0, 0.0]]]]))
+    array([20.])
+    >>> psnr(np.ones((1, 2, 2)), np.ones((1, 2, 2)))
+    array([inf])
+    """
+    a, b = (np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64) for x in (benign, poisoned))
+    if a.shape != b.shape or a.ndim not in (3, 4):
+        raise ValueError(f"benign, poisoned: expected two arrays of the same shape [N, C, H, W] or [C, H, W], "
+                         f"got {a.shape} and {b.shape}")
+    if a.ndim == 3:
+        a, b = a[None], b[None]
+    mse = ((b - a) ** 2).reshape(len(a), -1).mean(1)
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(1.0 / mse)
+
 
 def attack_metrics(model, test, poisoned_test=None, target: int | None = None) -> dict[str, float]:
     """``{"ma": ..., "asr": ...}`` of ``model``: :func:`main_accuracy` on ``test`` (LabeledImages) and

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.apps.gallery import AttackGalleryApp, psnr, psnr_table, zoo_table
+from analysis.apps.gallery import AttackGalleryApp, psnr_table, zoo_table
 from analysis.checkpoints import read_manifest
 from analysis.experiments import trigger_psnr
+from analysis.metrics import psnr
 from analysis.paper_results import TABLE3
 from analysis.workbench import Workbench
 

@@ -26,6 +26,7 @@ from ..experiments import trigger_psnr
 from ..detector_inputs import check_tau
 from ..explore import TAU_MAX, TAU_MIN, TAU_STEP, LayerwiseExplorer
 from ..features import predict_classes
+from ..metrics import psnr
 from ..models import ARCHITECTURES
 from ..paper_results import ATTACKS as PAPER_ATTACKS
 from ..paper_results import TABLE3
@@ -43,33 +44,6 @@ PAPER_BENCHMARK = {"resnet18": "cifar10-resnet18", "mobilenetv2": "gtsrb-mobilen
 #: Attack settings shown in :func:`zoo_table` (besides target and rate), per attack.
 SHOWN_SETTINGS = {"badnets": ("size",), "adaptive": ("beta",), "blended": ("ratio",), "lc": ("eps",),
                   "wanet": ("k", "strength", "noise_rate"), "issba": ("residual_weight",), "iad": ()}
-
-
-# ---------------------------------------------------------------------- PSNR
-def psnr(benign: torch.Tensor | np.ndarray, poisoned: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Per-image PSNR in dB of ``poisoned`` against ``benign``, pixels in [0, 1] (peak 1).
-
-    ``PSNR = 10 log10(1 / MSE)`` with MSE the mean squared difference over all ``C × H × W`` values of
-    an image, computed in float64; identical images give ``inf``. This is the per-image quantity whose
-    mean over the poisoned evaluation set is :func:`analysis.experiments.trigger_psnr`.
-
-    Parameters
-    ----------
-    benign, poisoned : ``[N, C, H, W]`` (or one image ``[C, H, W]``), same shape, values in [0, 1].
-
-    Returns
-    -------
-    ``[N]`` float64 array (``[1]`` for one image).
-    """
-    a, b = torch.as_tensor(benign), torch.as_tensor(poisoned)
-    if a.shape != b.shape or a.ndim not in (3, 4):
-        raise ValueError(f"benign, poisoned: expected two arrays of the same shape [N, C, H, W] or [C, H, W], "
-                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.ndim == 3:
-        a, b = a[None], b[None]
-    mse = ((b.to(torch.float64) - a.to(torch.float64)) ** 2).flatten(1).mean(1).numpy()
-    with np.errstate(divide="ignore"):
-        return np.where(mse > 0, 10.0 * np.log10(1.0 / np.where(mse > 0, mse, 1.0)), np.inf)
 
 
 def _db(value: float) -> str:
@@ -295,4 +269,4 @@ class ModelCurvesApp(App):
         return explorer_figure(self.explorer, class_, layer, tau, self.label, module_ticks=True)
 
 
-__all__ = ["ATTACK_NAMES", "AttackGalleryApp", "ModelCurvesApp", "psnr", "psnr_table", "zoo_table"]
+__all__ = ["ATTACK_NAMES", "AttackGalleryApp", "ModelCurvesApp", "psnr_table", "zoo_table"]

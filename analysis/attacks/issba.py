@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import LabeledImages
+from ..metrics import psnr
 from ..validation import NotFittedError, check_images
 from .base import Attack, AttackContext
 from .generators import (
@@ -198,7 +200,7 @@ class ISSBA(Attack):
 
         Returns ``bit_accuracy`` (share of the secret's bits the decoder reads back from the
         encoded images, in [0, 1]) and ``psnr`` (mean over images of
-        ``10·log10(1 / MSE(encoded, image))``, in dB; higher = less visible residual).
+        :func:`analysis.metrics.psnr`, in dB; higher = less visible residual).
         """
         x = images.x if isinstance(images, LabeledImages) else images
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or len(x) == 0:
@@ -208,9 +210,8 @@ class ISSBA(Attack):
             batch = x[start:start + batch_size].float()
             encoded = self.apply_trigger(batch)
             correct.append((self.decode(encoded) == self.secret.to(encoded.device)).float().mean(1))
-            mse = (encoded - batch).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-            psnrs.append(10.0 * torch.log10(1.0 / mse))
-        return {"bit_accuracy": float(torch.cat(correct).mean()), "psnr": float(torch.cat(psnrs).mean())}
+            psnrs.append(psnr(batch, encoded))
+        return {"bit_accuracy": float(torch.cat(correct).mean()), "psnr": float(np.mean(np.concatenate(psnrs)))}
 
     # ------------------------------------------------------------------ state
     def state_tensors(self) -> dict[str, torch.Tensor]:
