@@ -10,7 +10,6 @@ time it is shown and keeps it.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -18,13 +17,12 @@ from plotly.subplots import make_subplots
 
 from ..explore import LayerwiseExplorer
 from ..models import ARCHITECTURES
+from ..paths import RESULTS_DIR
 from ..projection import FITS, Projection, Projector, add_projection, layer_label
 from ..workbench import Workbench
 from .base import FIGURE_WIDTH, App, check_model_choice, dropdown, percent, slider
 
 
-#: Where the committed results live: ``docs/results`` of this checkout.
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
 #: The columns of Table 5 shown in the notebook: ours beside the paper's.
 TABLE5_COLUMNS = ["arch", "defense", "features", "TPR", "FPR", "AUROC", "paper_TPR", "paper_FPR"]
 
