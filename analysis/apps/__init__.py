@@ -1,7 +1,11 @@
 """The notebooks' widget apps: one shared layer (:mod:`.base`) and one module per family of figures."""
 from .base import App, Snapshot, show_figure
 from .classroom import ClassroomApp
+from .defenses import DefenseApp, RuntimeApp, StabilityApp
+from .gallery import AttackGalleryApp, ModelCurvesApp
 from .layerwise import AdaptiveApp, ExplorerApp, RateApp, ScoreApp, SingleLayerApp, ThresholdApp
+from .pca import PCAApp
 
-__all__ = ["AdaptiveApp", "App", "ClassroomApp", "ExplorerApp", "RateApp", "ScoreApp", "SingleLayerApp", "Snapshot",
-           "ThresholdApp", "show_figure"]
+__all__ = ["AdaptiveApp", "App", "AttackGalleryApp", "ClassroomApp", "DefenseApp", "ExplorerApp", "ModelCurvesApp",
+           "PCAApp", "RateApp", "RuntimeApp", "ScoreApp", "SingleLayerApp", "Snapshot", "StabilityApp", "ThresholdApp",
+           "show_figure"]
