@@ -26,6 +26,7 @@ from .. import paper_results as paper
 from ..comparison import VARIANTS, _cap, _paper_cell, available_defenses, build_detector, run_detector_scores
 from ..experiments import detector_runtime, stability_figure
 from ..data import LabeledImages
+from ..detector_inputs import check_tau
 from ..features import predict_classes
 from ..metrics import attack_success_rate, false_positive_rate, true_positive_rate
 from ..models import ARCHITECTURES
@@ -322,6 +323,7 @@ class StabilityApp(App):
     """
 
     MAX_RUNS = 10
+    slow_controls = ("arch", "runs")  # each new (architecture, run) fits a detector per attack
 
     def __init__(self, workbench: Workbench, arch: str = "resnet18", runs: int = 3, tau: float = 2.5,
                  max_eval: int | None = 50, attacks: tuple[str, ...] | None = None) -> None:
@@ -332,8 +334,7 @@ class StabilityApp(App):
         for attack in self.attacks:
             _check_choice(attack, "attacks", workbench.attacks)
         _check_int(runs, "runs", 1, self.MAX_RUNS)
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 <= tau <= 4.0:
-            raise ValueError(f"tau: expected a number in 0..4, got {tau!r}")
+        check_tau(tau, high=4.0)
         self.max_eval = None if max_eval is None else _check_int(max_eval, "max_eval", 1)
         self._runs: dict[tuple[str, str, int], dict] = {}
         super().__init__({"arch": dropdown(list(ARCHITECTURES), arch, "architecture", "200px"),
@@ -436,6 +437,8 @@ class RuntimeApp(App):
     max_inputs : cap on the detection inputs (None = all, as the paper).
     """
 
+    slow_controls = ("arch", "repeats")  # each new setting times every detector
+
     def __init__(self, workbench: Workbench, arch: str = "resnet18", repeats: int = 1,
                  detectors: tuple[str, ...] = ("layerwise", "ac", "scan"), max_inputs: int | None = None) -> None:
         self.workbench = check_model_choice(workbench, arch)
@@ -474,7 +477,8 @@ class RuntimeApp(App):
     def time_again(self) -> None:
         """Forget the current setting's timings and time it again."""
         self._timings.pop((self.controls["arch"].value, self.controls["repeats"].value), None)
-        self.refresh()
+        with self.busy(f"timing {', '.join(self.detectors)} again…"):
+            self.refresh()
 
     def committed_source(self, arch: str) -> str:
         """Where the committed ratios come from: the file and its torch threads."""
