@@ -168,7 +168,7 @@ class LayerwiseExplorer:
         ``tau`` None: the detector's own threshold (``calibrated_tau_`` with ``target_fpr``, else ``tau``;
         :func:`analysis.operating_point.detector_tau`), flagged by the detector itself, as ``predict`` flags.
 
-        As in :func:`analysis.evaluation.evaluate_detection`: every input is scored against
+        As :meth:`LayerwiseDetector.detect` flags them: every input is scored against
         its predicted class; TPR over all poisoned inputs, FPR over all benign ones.
         Also returns the counts ``flagged_poisoned`` / ``n_poisoned`` and ``flagged_benign`` / ``n_benign``.
         """

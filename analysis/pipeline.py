@@ -1,8 +1,7 @@
 """The end-to-end path used by the demo, the notebooks and the tests.
 
 ``attacked_model`` trains (or loads from ``checkpoints/``) a model attacked by one
-attack on one dataset; ``analyse`` fits the layer-wise detector on the reference split
-and evaluates it on benign and poisoned evaluation images.
+attack on one dataset; ``clean_model`` does the same for a model without a backdoor.
 """
 from __future__ import annotations
 
@@ -21,15 +20,13 @@ from .attacks import Attack, AttackContext, build_attack, dataset_attack_setting
 from .checkpoints import (DEFAULT_DIR, check_entry, checkpoint_name, load_checkpoint, read_manifest, round_to_half_,
                           save_checkpoint)
 from .data import DatasetSplits, LabeledImages, load_dataset
-from .detection import Detection, LayerwiseDetector
 from .devices import seed_everything
-from .evaluation import Evaluation, evaluate_detection
 from .metrics import attack_metrics
 from .models import build_model, cpu_width
 from .training import TrainConfig, train
 
-__all__ = ["Analysis", "AttackedModel", "analyse", "attacked_model", "clean_model",
-           "definition_differences", "model_definition", "reusable_checkpoint", "training_data_fingerprint"]
+__all__ = ["AttackedModel", "attacked_model", "clean_model", "definition_differences", "model_definition",
+           "reusable_checkpoint", "training_data_fingerprint"]
 
 
 def training_data_fingerprint(train: LabeledImages) -> dict:
@@ -240,19 +237,3 @@ def clean_model(
         _save_trained(model, name, definition, checkpoints, seconds, data.test)
     return model, seconds
 
-
-@dataclass
-class Analysis:
-    detector: LayerwiseDetector
-    evaluation: Evaluation
-    on_benign: Detection
-    on_poisoned: Detection
-
-
-def analyse(run: AttackedModel, tau: float = 2.5) -> Analysis:
-    """Fit the layer-wise detector on the reference split and evaluate it."""
-    detector = LayerwiseDetector(tau=tau).fit(run.model, run.data.reference)
-    evaluation, on_benign, on_poisoned = evaluate_detection(
-        run.model, detector, run.data.test, run.poisoned_test, run.attack.target
-    )
-    return Analysis(detector, evaluation, on_benign, on_poisoned)
