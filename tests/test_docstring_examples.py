@@ -6,8 +6,8 @@ import pytest
 
 MODULES = ("analysis.attacks.badnets", "analysis.checkpoints", "analysis.data", "analysis.defenses.base",
            "analysis.defenses.gaussian", "analysis.detection", "analysis.detection_options", "analysis.detector_inputs",
-           "analysis.diagnostics", "analysis.estimator", "analysis.features", "analysis.metrics", "analysis.protocol",
-           "analysis.similarity", "analysis.validation")
+           "analysis.diagnostics", "analysis.estimator", "analysis.features", "analysis.metrics", "analysis.model_plan",
+           "analysis.protocol", "analysis.similarity", "analysis.validation")
 
 
 @pytest.mark.parametrize("name", MODULES)

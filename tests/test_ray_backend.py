@@ -14,7 +14,7 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from analysis import backends, experiments, reproduce as rep  # noqa: E402
+from analysis import backends, experiments, model_plan, reproduce as rep  # noqa: E402
 from analysis.cli import main  # noqa: E402
 from analysis.data import DatasetSplits  # noqa: E402
 from analysis.study import default_attacks  # noqa: E402
@@ -98,14 +98,14 @@ def test_ray_writes_the_local_backends_tables(both):
 def test_ray_trains_each_planned_model_once_with_the_same_bytes(both, tiny):
     local, on_ray = both
     manifests = [json.loads((folder / "models" / "manifest.json").read_text())["entries"] for folder in both]
-    planned = [m.name for m in backends.plan_models(ONLY, "digits", ["resnet18"], ["badnets", "blended"])]
+    planned = [m.name for m in model_plan.plan_models(ONLY, "digits", ["resnet18"], ["badnets", "blended"])]
     assert sorted(manifests[0]) == sorted(manifests[1]) == sorted(planned)  # the plan is what the local run loads
     # same thread count, same seed: bit-identical weights whichever backend trained them
     assert {n: e["sha256"] for n, e in manifests[0].items()} == {n: e["sha256"] for n, e in manifests[1].items()}
     assert not (on_ray / "models" / backends.STAGING).exists()  # every staged checkpoint was adopted
     study = experiments.Study(tiny, archs=("resnet18",), models_dir=on_ray / "models", epochs=1, progress=False)
     study.attacks = ("badnets", "blended")
-    specs = backends.plan_models(ONLY, "digits", study.archs, study.attacks)
+    specs = model_plan.plan_models(ONLY, "digits", study.archs, study.attacks)
     assert backends.models_to_train(study, specs) == []  # cached: a rerun trains nothing
 
 
@@ -141,7 +141,7 @@ def test_a_task_never_trains_a_model_the_plan_missed(tmp_path, tiny):
 
 
 def test_every_experiment_has_a_model_plan():
-    assert set(backends.MODEL_PLANS) == set(experiments.EXPERIMENTS)
+    assert set(model_plan.MODEL_PLANS) == set(experiments.EXPERIMENTS)
 
 
 def test_the_plan_lists_what_each_experiment_loads():
@@ -149,29 +149,29 @@ def test_the_plan_lists_what_each_experiment_loads():
     archs, attacks = ["resnet18", "mobilenetv2"], list(default_attacks())
 
     def names(experiment, attacks=attacks, archs=archs):
-        return [m.name.removeprefix("digits-") for m in backends.experiment_models(experiment, "digits", archs, attacks)]
+        return [m.name.removeprefix("digits-") for m in model_plan.experiment_models(experiment, "digits", archs, attacks)]
 
     assert names("table3") == [f"{arch}-{a}" for arch in archs for a in ["clean", *attacks]]
     assert names("tables12") == names("curves") == [f"{arch}-{a}" for arch in archs for a in attacks]
     assert names("fig1") == ["resnet18-badnets", "resnet18-blended", "mobilenetv2-badnets", "mobilenetv2-blended"]
     assert names("table4") == ["resnet18-badnets-r0.01", "resnet18-badnets-r0.03", "resnet18-badnets",
                                "resnet18-badnets-r0.1"]  # the first architecture; 5 %: the plain checkpoint
-    assert [m.settings for m in backends.experiment_models("table4", "digits", archs, attacks)] == [
+    assert [m.settings for m in model_plan.experiment_models("table4", "digits", archs, attacks)] == [
         {"rate": r} for r in (0.01, 0.03, 0.05, 0.10)]
     assert names("table5") == names("fig11") == ["resnet18-badnets", "mobilenetv2-badnets"]
     assert names("table6") == ["resnet18-wanet", "resnet18-iad"]
     assert names("table6", attacks=["badnets"]) == []
     assert names("table7") == [f"{arch}-adaptive-b{b:g}" for arch in archs for b in (0.0, 0.5, 0.9, 0.95)]
     assert all(m.attack == "adaptive" and set(m.settings) == {"beta"}
-               for m in backends.experiment_models("table7", "digits", archs, attacks))
+               for m in model_plan.experiment_models("table7", "digits", archs, attacks))
     assert names("table8") == ["resnet18-iad"] and names("table8", attacks=["blended"]) == ["resnet18-badnets"]
     assert names("fig5") == [f"{arch}-{a}" for arch in archs for a in ("badnets", "wanet")]
     assert names("fig5", attacks=["blended", "lc"]) == ["resnet18-blended", "mobilenetv2-blended"]
     assert names("fig6") == [f"{arch}-{a}" for arch in archs for a in ("lc", "badnets")]  # LC, else BadNets
-    plan = backends.plan_models(["table3", "table4", "fig11"], "digits", archs, attacks)
+    plan = model_plan.plan_models(["table3", "table4", "fig11"], "digits", archs, attacks)
     assert len({m.name for m in plan}) == len(plan) == 2 * (1 + len(attacks)) + 3  # each model once
     with pytest.raises(ValueError, match=r"experiment: no model plan for 'table99'"):
-        backends.plan_models(["table99"], "digits", archs, attacks)
+        model_plan.plan_models(["table99"], "digits", archs, attacks)
 
 
 def test_connect_starts_a_local_ray_only_when_none_runs():
