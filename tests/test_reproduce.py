@@ -180,7 +180,7 @@ def test_results_folders_under_one_folder_share_its_plotly_js(tmp_path):
 def test_betas_choose_table7_models_and_are_part_of_the_settings(tmp_path, tiny, monkeypatch):
     """``betas`` replaces Table 7's default betas (0, 0.5, 0.9, 0.95) in the study, the Ray plan and the
     folder's settings: a folder made with other betas is not resumed."""
-    from analysis import backends
+    from analysis import model_plan
 
     seen = []
 
@@ -194,8 +194,8 @@ def test_betas_choose_table7_models_and_are_part_of_the_settings(tmp_path, tiny,
     assert json.loads((tmp_path / rep.PROGRESS).read_text())["settings"]["betas"] == [0.5, 0.9]
     with pytest.raises(ValueError, match="holds results of other settings"):
         rep.reproduce(tiny, tmp_path, only=["table7"], archs=["resnet18"], runs=1, progress=False)
-    plan = backends.plan_models(["table7"], "digits", ["resnet18"], [], betas=(0.5, 0.9))
+    plan = model_plan.plan_models(["table7"], "digits", ["resnet18"], [], betas=(0.5, 0.9))
     assert [(m.name, m.settings) for m in plan] == [("digits-resnet18-adaptive-b0.5", {"beta": 0.5}),
                                                     ("digits-resnet18-adaptive-b0.9", {"beta": 0.9})]
-    default = backends.plan_models(["table7"], "digits", ["resnet18"], [])
+    default = model_plan.plan_models(["table7"], "digits", ["resnet18"], [])
     assert [m.settings["beta"] for m in default] == [0.0, 0.5, 0.9, 0.95]
