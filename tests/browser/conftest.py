@@ -260,3 +260,30 @@ def open_page(chromium):
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
+
+
+@pytest.fixture
+def start_voila(tmp_path_factory, served):
+    """``start_voila(extra=(), without=())`` -> a fresh Voila server on the tour, as ``python -m analysis classroom``
+    serves it, plus the Voila options ``extra`` and less those in ``without``; every server started is stopped after
+    the test."""
+    from analysis.classroom import voila_command
+
+    started = []
+
+    def start(extra=(), without=()) -> Server:
+        base = tmp_path_factory.mktemp("voila-fresh")
+        port, token = free_port(), secrets.token_hex(16)
+        command = voila_command(served / "notebooks" / "00_tour.ipynb", port, "127.0.0.1", 0,
+                                ["--Voila.port_retries=0", f"--Voila.token={token}", *extra])
+        missing = set(without) - set(command)
+        assert not missing, f"not in the command: {sorted(missing)}"
+        command = [part for part in command if part not in without]
+        server = _start(command, root=served, env=voila_environment(_jupyter_env(base)), log=base / "voila.log",
+                        port=port, token=token, ready_path="/voila/static/voila.js")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        _stop(server.process)
