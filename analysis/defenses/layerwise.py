@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from ..data import LabeledImages
 from ..detection import Detection, LayerwiseDetector
+from ..operating_point import detector_tau
 from .base import Defense, Images, as_images, check_labeled, signed_margin
 
 
@@ -70,7 +71,7 @@ class LayerwiseDefense(Defense):
         found = self.detect(model, images)
         # tau - suspicion (the detector's decision_function); the paper's comparison on the raw score decides the
         # flags, so rounding at the boundary, and classes without reference samples, follow them
-        margin = self.detector_._tau(None) - found.scores
+        margin = detector_tau(self.detector_) - found.scores
         return found.scores, signed_margin(margin, found.flagged)
 
     def _check_same_model(self, model: nn.Module) -> None:
