@@ -40,6 +40,8 @@ def test_a_model_switch_shows_a_busy_state_and_ends_on_the_chosen_model():
     assert during["disabled"] == [True, True, True]
     assert "previous settings" in during["readout"] and "model a + x" in during["readout"]
     assert during["title"] == "loading a + y… (still showing: a + x)"
+    assert app.children[1:3] == (app.status, app.readout)  # under the controls, told apart by their CSS classes
+    assert "layerwise-status" in app.status._dom_classes and "layerwise-readout" in app.readout._dom_classes
     # afterwards: controls back, status cleared, title and readout of the dropdowns' model
     assert [c.disabled for c in app.controls.values()] == [False, False, False]
     assert app.status.value == "" and app.figure.layout.title.text == "a + y" and app.text() == "model a + y, τ 1.0"

@@ -92,8 +92,10 @@ class App(widgets.VBox):
         figure, text = self.draw(**self.values())
         self.figure = go.FigureWidget(fit_to_page(figure))
         self.readout = widgets.HTML(text)
-        #: One line under the controls: empty, or what the app is busy with (:meth:`busy`).
+        #: One line under the controls: empty, what the app is busy with (:meth:`busy`), or which controls code set.
         self.status = widgets.HTML("")
+        self.readout.add_class("layerwise-readout")  # CSS classes that tell the two apart in a page
+        self.status.add_class("layerwise-status")
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         row = widgets.HBox(list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap"))

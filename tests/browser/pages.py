@@ -44,9 +44,11 @@ FIGURE_STATE_JS = """
 """
 
 #: The readout's text (``<br>`` read as a line break) from ``textContent``, not ``innerText``: JupyterLab does not render
-#: cells scrolled out of view, and ``innerText`` of an element that is not rendered is empty.
+#: cells scrolled out of view, and ``innerText`` of an element that is not rendered is empty. Null while the app is
+#: busy (a model switch: its status line shows "loading …" and the figure is the previous one).
 READOUT_JS = """(app) => {
-  const r = app.querySelector(':scope > .widget-html');
+  if (app.querySelector(':scope > .layerwise-status .layerwise-busy')) return null;
+  const r = app.querySelector(':scope > .layerwise-readout');
   if (!r) return null;
   const copy = r.cloneNode(true);  // read a copy: the page itself is left as the user sees it
   for (const br of copy.querySelectorAll('br')) br.replaceWith('\\n');
@@ -78,7 +80,7 @@ class Figure:
 
 
 def read_figure(page) -> Figure | None:
-    """The first app's figure and readout, or None while it is not rendered."""
+    """The first app's figure and readout, or None while it is not rendered or busy."""
     app = page.locator(APP).first
     if app.count() == 0:
         return None
