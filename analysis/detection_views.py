@@ -24,6 +24,7 @@ from .data import LabeledImages
 from .detector_inputs import ArrayLike, as_labels, check_feature_list
 from .fingerprint import check_same_model
 from .similarity import cosine_to
+from .validation import check_index
 
 __all__ = ["DetectorViews"]
 
@@ -102,7 +103,7 @@ class DetectorViews:
         images = self._check_inputs(x)
         fixed = None
         if classes is not None:
-            fixed = np.full(len(images), int(classes)) if np.ndim(classes) == 0 else as_labels(classes, "classes")
+            fixed = np.full(len(images), check_index(classes, "classes", 0)) if np.ndim(classes) == 0 else as_labels(classes, "classes")
             if len(fixed) != len(images):
                 raise ValueError(f"classes: {len(fixed)} classes for {len(images)} inputs")
         rows = []
