@@ -118,3 +118,17 @@ def test_a_trigger_is_stamped_on_the_image_plane_never_across_channels():
     changed = (stamped != x).any(1)[0]
     rows, cols = torch.nonzero(changed, as_tuple=True)
     assert rows.min() >= 29 - 3 and cols.min() >= 29 - 3  # the corner, not a channel axis
+
+
+def test_a_class_index_that_is_not_a_whole_number_is_refused_not_truncated(fitted):
+    model, reference, detector = fitted
+    with pytest.raises(ValueError, match=r"classes: expected an integer >= 0, got 1.7 \(not a whole number"):
+        detector.layerwise_similarity(model, reference.x[:2], 1.7)
+
+
+def test_a_reference_missing_a_million_classes_gets_a_short_message_fast():
+    from analysis.reference_checks import check_reference_counts
+
+    with pytest.raises(ValueError, match=r"classes \[2, 3, 4, .*\.\.\. \(999998 in all\)\] have no reference") as info:
+        check_reference_counts(np.repeat([0, 1], 5), num_classes=1_000_000)
+    assert len(str(info.value)) < 300
