@@ -6,7 +6,7 @@ detector in ``detector_``, so the paper's method runs in the same loop as the si
 baselines. ``train`` is ignored.
 
 Score: the detector's summed similarity turned into a suspicion, normalised per predicted
-class as :mod:`analysis.evaluation` does: ``(mu_t - s) / sigma_t`` for cosine
+class (:meth:`LayerwiseDetector.suspicion`): ``(mu_t - s) / sigma_t`` for cosine
 similarity, ``(s - mu_t) / sigma_t`` for Euclidean distance (so an input is flagged iff
 its score exceeds ``tau``, or ``calibrated_tau_`` with ``target_fpr``). Inputs of classes without reference samples score NaN.
 Decision: ``tau - suspicion`` (the detector's ``decision_function``), with its sign made to agree with the
