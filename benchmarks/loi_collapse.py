@@ -61,7 +61,7 @@ def one_model(run, data, max_eval: int, seed: int = 0) -> tuple[dict, pd.DataFra
     per_layer = pd.DataFrame({
         "layer": np.arange(1, paper.n_layers_ + 1),
         "module": paper.layer_names_,
-        "benign mean cos (reference)": np.round(np.asarray(paper.mean_similarity_[target]), 3),
+        "benign mean cos (reference)": [f"{v:.3f}" for v in paper.mean_similarity_[target]],
         "AUROC of this layer alone": [
             round(100 * auroc(-explorer.benign_similarity[as_target, layer, column],
                               -explorer.poisoned_similarity[:, layer, column]), 1)
@@ -117,11 +117,10 @@ def main() -> None:
                          f"inputs reach the target, no backdoor to detect", ""]
             continue
         sections += [f"### {epochs} epochs: MA {row['MA']:.1f} %, ASR {row['ASR']:.1f} %, target-class LOI "
-                     f"{row['LOI']} of {row['layers']}", "", markdown_table(per_layer), ""]
+                     f"{row['LOI']} of {row['layers']}", "", markdown_table(per_layer, digits=1), ""]
     table = pd.DataFrame(rows)
-    for column in table.columns:
-        if table[column].dtype.kind == "f":
-            table[column] = table[column].round(3 if "rise" in column else 1)
+    for column in [c for c in table.columns if "rise" in c]:
+        table[column] = [f"{v:.3f}" for v in table[column]]
     subset = f" --train-subset {args.train_subset}" if args.train_subset else ""
     command = (f"PYTHONPATH=. python benchmarks/loi_collapse.py {args.dataset}{' ' + args.path if args.path else ''} "
                f"--arch {args.arch} --attack {args.attack} --epochs {' '.join(map(str, args.epochs))}{subset} "
@@ -134,7 +133,7 @@ def main() -> None:
         f"candidate layer with the second largest (`analysis.diagnostics.loi_diagnosis`). All rates in %. "
         f"CPU, {torch.get_num_threads()} threads, 1-min load average {load_average():.1f} at the end, "
         f"{(time.perf_counter() - started) / 60:.1f} min in all.", "",
-        "## Per model", "", markdown_table(table), "", "## Per layer (target class)", "", *sections,
+        "## Per model", "", markdown_table(table, digits=1), "", "## Per layer (target class)", "", *sections,
         f"Command: `{command}`",
     ])
     publish(text, args.out)
