@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import experiments
 from .attacks import Attack, build_attack, dataset_attack_settings
-from .checkpoints import MANIFEST, checkpoint_name, has_checkpoint, read_manifest
+from .checkpoints import MANIFEST, check_entry, checkpoint_name, has_checkpoint, read_manifest
 from .model_plan import ModelSpec, experiment_models, plan_models
 from .study import Study
 
@@ -165,7 +165,7 @@ def _experiment_task(data, settings: dict, name: str, function: Callable, thread
 def _adopt(staging: Path, models_dir: Path, name: str, node: str) -> None:
     """Move checkpoint ``name`` from a task's staging folder into ``models_dir`` and its manifest (atomically)."""
     entries = read_manifest(staging)["entries"]
-    if name not in entries or not (staging / entries[name]["file"]).is_file():
+    if name not in entries or not (staging / check_entry(name, entries[name], staging)["file"]).is_file():
         raise FileNotFoundError(
             f"models_dir: the task on node {node} trained {name!r} into {staging}, which the driver on "
             f"{socket.gethostname()} cannot see; the ray backend needs --out on a filesystem shared by every node")

@@ -385,3 +385,19 @@ def test_load_checkpoint_refuses_a_device_this_machine_lacks(folder, monkeypatch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="'cuda' asked for a CUDA GPU"):
         load_checkpoint("m", folder, device="cuda")
+
+
+def test_the_gallery_zoo_table_names_a_malformed_manifest_entry(tmp_path):
+    import json
+    import shutil
+
+    from analysis.apps.gallery import zoo_table
+    from analysis.paths import DEFAULT_CHECKPOINTS
+
+    shutil.copy(DEFAULT_CHECKPOINTS / "manifest.json", tmp_path / "manifest.json")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    name = sorted(manifest["entries"])[0]
+    manifest["entries"][name]["config"] = "oops"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=rf"checkpoint '{name}': manifest field 'config': expected an object, got str"):
+        zoo_table(tmp_path)

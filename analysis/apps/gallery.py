@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..checkpoints import DEFAULT_DIR, checkpoint_name, read_manifest
+from ..checkpoints import DEFAULT_DIR, check_entry, checkpoint_name, read_manifest
 from ..experiments import trigger_psnr
 from ..detector_inputs import check_tau
 from ..explore import TAU_MAX, TAU_MIN, TAU_STEP, LayerwiseExplorer
@@ -213,6 +213,7 @@ def zoo_table(folder: str | Path = DEFAULT_DIR) -> pd.DataFrame:
     order = ["clean", *PAPER_ATTACKS]
     rows = []
     for name, entry in entries.items():
+        entry = check_entry(name, entry, folder)  # a malformed entry is named, not a KeyError deep in a table
         config, metrics = entry.get("config", {}), entry.get("metrics", {})
         arch, attack = config.get("arch"), config.get("attack") or "clean"
         paper = TABLE3.get(PAPER_BENCHMARK.get(arch, ""), {}).get(attack) \
