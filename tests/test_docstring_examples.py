@@ -5,6 +5,7 @@ import importlib
 import pytest
 
 MODULES = ("analysis.attacks.badnets", "analysis.checkpoints", "analysis.data", "analysis.defenses.base",
+           "analysis.defenses.scale_up", "analysis.devices", "analysis.operating_point",
            "analysis.defenses.gaussian", "analysis.detection", "analysis.detection_options", "analysis.detector_inputs",
            "analysis.diagnostics", "analysis.estimator", "analysis.features", "analysis.metrics", "analysis.model_plan",
            "analysis.protocol", "analysis.similarity", "analysis.validation")
