@@ -1,9 +1,9 @@
-"""Detectors run side by side: names, construction, one fit-and-detect step and the protocol's columns.
+"""Detectors run side by side: names, construction, one fit-and-detect step, their timing and the protocol's columns.
 
 Every comparison (Tables 1/2 and 5 in :mod:`analysis.experiments`, the apps of :mod:`analysis.apps.defenses`,
-``benchmarks/recent_detectors.py``) names its detectors as here (:func:`available_defenses`), builds them
-with :func:`build_detector` and runs each with :func:`run_detector_scores`, whose numbers all come from
-:func:`analysis.metrics.detection_metrics`.
+:mod:`analysis.apps.stability` and :mod:`analysis.apps.runtime`, ``benchmarks/recent_detectors.py``) names its
+detectors as here (:func:`available_defenses`), builds them with :func:`build_detector` and runs each with
+:func:`run_detector_scores`, whose numbers all come from :func:`analysis.metrics.detection_metrics`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from . import paper_results as paper
 from .data import LabeledImages
 
 __all__ = ["DETECTION_COLUMNS", "DetectorRun", "LAYERWISE_OPTIONS", "VARIANTS", "available_defenses", "build_detector",
-           "run_detector", "run_detector_scores"]
+           "cap", "detector_runtime", "paper_cell", "run_detector", "run_detector_scores"]
 
 #: Extra rows of the detection tables: name -> (registered defense, settings). AC's default criterion
 #: (relative cluster size, as in Chen et al.) flags the *smaller* cluster, which on a test set where
@@ -76,8 +76,8 @@ def _base(name: str) -> str:
     return VARIANTS.get(name, (name, {}))[0]
 
 
-def _paper_cell(table: dict, name: str, attack: str) -> tuple[float, float]:
-    """``(TPR, FPR)`` of detector ``name`` on ``attack`` in a Table 1/2 dict, NaN where absent (for :mod:`analysis.apps.defenses`)."""
+def paper_cell(table: dict, name: str, attack: str) -> tuple[float, float]:
+    """``(TPR, FPR)`` of detector ``name`` on ``attack`` in a Table 1/2 dict, NaN where absent."""
     return table.get(_base(name), {}).get(attack, (np.nan, np.nan))
 
 
@@ -122,11 +122,39 @@ DETECTION_COLUMNS = {"tpr": "TPR", "fpr": "FPR", "auroc": "AUROC", "tpr_at_fpr_1
                      "tpr_at_fpr_5": "TPR@FPR<=5%", "f1": "F1"}
 
 
-def _cap(data: LabeledImages, limit: int | None, seed: int) -> LabeledImages:
+def cap(data: LabeledImages, limit: int | None, seed: int) -> LabeledImages:
     """A seeded subsample of at most ``limit`` images (all when ``limit`` is None)."""
     if limit is None or len(data) <= limit:
         return data
     return data.subset(np.sort(np.random.default_rng(seed).choice(len(data), size=limit, replace=False)))
+
+
+def detector_runtime(model, reference: LabeledImages, inputs: torch.Tensor,
+                     detectors: tuple[str, ...] = ("layerwise", "ac", "scan"), repeats: int = 3) -> pd.DataFrame:
+    """Seconds to fit each detector on ``reference`` and to run it once on ``inputs`` (median of ``repeats``).
+
+    Repeats rotate the detectors' order so that machine load affects all alike; ``total_vs_layerwise``
+    is each detector's total time over the layer-wise detector's, from the same run.
+    """
+    import statistics
+
+    times: dict[str, dict[str, list[float]]] = {name: {"fit_s": [], "detect_s": []} for name in detectors}
+    for repeat in range(repeats):
+        shift = repeat % len(detectors)
+        for name in detectors[shift:] + detectors[:shift]:
+            detector = build_detector(name)
+            started = time.perf_counter()
+            detector.fit(model, reference)
+            fitted = time.perf_counter()
+            detector.predict(model, inputs)
+            times[name]["fit_s"].append(fitted - started)
+            times[name]["detect_s"].append(time.perf_counter() - fitted)
+    table = pd.DataFrame([{"detector": name, **{k: statistics.median(v) for k, v in t.items()}}
+                          for name, t in times.items()])
+    table["total_s"] = table.fit_s + table.detect_s
+    if "layerwise" in detectors:
+        table["total_vs_layerwise"] = table.total_s / float(table.loc[table.detector == "layerwise", "total_s"].iloc[0])
+    return table
 
 
 def _summary(results: list[dict]) -> dict[str, float]:

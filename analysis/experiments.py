@@ -11,7 +11,6 @@ seed ``r``; TPR and FPR are reported as mean ± std over runs.
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
@@ -22,8 +21,9 @@ from tqdm.auto import tqdm
 from . import paper_results as paper
 # DETECTION_COLUMNS, LAYERWISE_OPTIONS, VARIANTS, DetectorRun, run_detector and the Study's names are re-exported
 # for code written before analysis.study and analysis.comparison were split off this module
-from .comparison import (DETECTION_COLUMNS, LAYERWISE_OPTIONS, VARIANTS, DetectorRun, _base, _cap,  # noqa: F401
-                         _summary, available_defenses, build_detector, run_detector, run_detector_scores)
+from .comparison import (DETECTION_COLUMNS, LAYERWISE_OPTIONS, VARIANTS, DetectorRun, _base, cap,  # noqa: F401
+                         _summary, available_defenses, build_detector, detector_runtime, run_detector,
+                         run_detector_scores)
 from .data import LabeledImages
 from .detection import LayerwiseDetector
 from .features import paper_layers, predict_classes
@@ -33,8 +33,8 @@ from .projection import fig1_pca
 from .study import OWN_TABLE_ATTACKS, PROFILES, Study, default_attacks  # noqa: F401
 from .zoo import adaptive_name, badnets_rate_name
 
-__all__ = ["EXPERIMENTS", "MIN_FIG6_POISONED", "detector_runtime", "fig11_runtime", "fig5_threshold", "fig6_scores",
-           "figs_layerwise_curves", "stability_figure", "table3_attacks", "table4_rates", "table5_features",
+__all__ = ["EXPERIMENTS", "MIN_FIG6_POISONED", "fig11_runtime", "fig5_threshold", "fig6_scores",
+           "figs_layerwise_curves", "table3_attacks", "table4_rates", "table5_features",
            "table6_single_layers", "table7_adaptive", "table8_metrics", "tables12_detection", "trigger_psnr"]
 
 
@@ -85,7 +85,7 @@ def tables12_detection(study: Study, defenses: tuple[str, ...] | None = None) ->
     set. Columns: :data:`DETECTION_COLUMNS` (mean and ``_std``), seconds, and the paper's TPR / FPR.
     Figures: Figs. 9/10 per architecture, and ``roc_<arch>_<attack>``, every detector's ROC curve on run 0's inputs.
     """
-    from .plotting import roc_figure
+    from .plotting import roc_figure, stability_figure
 
     defenses = defenses or available_defenses(include_recent=True)
     rows, rocs = [], []
@@ -96,8 +96,8 @@ def tables12_detection(study: Study, defenses: tuple[str, ...] | None = None) ->
             curves = {}
             for r in range(study.runs):
                 reference, benign = study.redraw(r)
-                poisoned = _cap(run.attack.poisoned_test_set(benign), study.max_eval, 2000 + r)
-                benign = _cap(benign, study.max_eval, 1000 + r)
+                poisoned = cap(run.attack.poisoned_test_set(benign), study.max_eval, 2000 + r)
+                benign = cap(benign, study.max_eval, 1000 + r)
                 for name in tqdm(defenses, desc=f"{arch} {attack} run {r}", leave=False, disable=not study.progress):
                     detector = build_detector(name, seed=r, **study.detector_settings(name))
                     found = run_detector_scores(detector, run.model, reference, benign, poisoned, train=run.data.train)
@@ -114,21 +114,6 @@ def tables12_detection(study: Study, defenses: tuple[str, ...] | None = None) ->
     table = pd.DataFrame(rows)
     return table, [(f"fig9_10_stability_{arch}", stability_figure(table[table.arch == arch], arch))
                    for arch in study.archs] + rocs
-
-
-def stability_figure(table: pd.DataFrame, arch: str):
-    """Figs. 9/10: mean TPR and FPR with std error bars per detector and attack."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("TPR %", "FPR %"))
-    for defense, part in table.groupby("defense", sort=False):
-        for col, metric in ((1, "TPR"), (2, "FPR")):
-            fig.add_trace(go.Bar(x=part.attack, y=part[metric], name=defense, legendgroup=defense,
-                                 showlegend=col == 1, error_y=dict(type="data", array=part[f"{metric}_std"])),
-                          row=1, col=col)
-    fig.update_layout(title=f"Stability over runs ({arch}), mean ± std", barmode="group", template="plotly_white")
-    return fig
 
 
 # ---------------------------------------------------------------------- Table 4
@@ -349,34 +334,6 @@ def fig6_scores(study: Study) -> tuple[pd.DataFrame, list]:
 
 
 # ---------------------------------------------------------------------- Fig. 11
-def detector_runtime(model, reference: LabeledImages, inputs: torch.Tensor,
-                     detectors: tuple[str, ...] = ("layerwise", "ac", "scan"), repeats: int = 3) -> pd.DataFrame:
-    """Seconds to fit each detector on ``reference`` and to run it once on ``inputs`` (median of ``repeats``).
-
-    Repeats rotate the detectors' order so that machine load affects all alike; ``total_vs_layerwise``
-    is each detector's total time over the layer-wise detector's, from the same run.
-    """
-    import statistics
-
-    times: dict[str, dict[str, list[float]]] = {name: {"fit_s": [], "detect_s": []} for name in detectors}
-    for repeat in range(repeats):
-        shift = repeat % len(detectors)
-        for name in detectors[shift:] + detectors[:shift]:
-            detector = build_detector(name)
-            started = time.perf_counter()
-            detector.fit(model, reference)
-            fitted = time.perf_counter()
-            detector.predict(model, inputs)
-            times[name]["fit_s"].append(fitted - started)
-            times[name]["detect_s"].append(time.perf_counter() - fitted)
-    table = pd.DataFrame([{"detector": name, **{k: statistics.median(v) for k, v in t.items()}}
-                          for name, t in times.items()])
-    table["total_s"] = table.fit_s + table.detect_s
-    if "layerwise" in detectors:
-        table["total_vs_layerwise"] = table.total_s / float(table.loc[table.detector == "layerwise", "total_s"].iloc[0])
-    return table
-
-
 def fig11_runtime(study: Study) -> tuple[pd.DataFrame, list]:
     """CPU seconds of fit + detection on all benign and poisoned evaluation inputs (Fig. 11), and ratios."""
     frames = []

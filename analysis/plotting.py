@@ -5,13 +5,17 @@ import html
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["BENIGN_COLOR", "LOI_COLOR", "PLOTLY_JS", "POISONED_COLOR", "histogram_figure",
-           "layerwise_curve_figure", "make_html_offline", "roc_figure", "write_figure_html", "write_html_report"]
+           "layerwise_curve_figure", "make_html_offline", "roc_figure", "stability_figure", "write_figure_html",
+           "write_html_report"]
 
 BENIGN_COLOR = "#2ca02c"
 POISONED_COLOR = "#d62728"
@@ -151,6 +155,24 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, *, 
     if standalone:
         fig.update_layout(title=title, template="plotly_white", margin=dict(b=80 + 22 * len(curves)),
                           legend=dict(orientation="h", yanchor="top", y=-0.18, x=0, xanchor="left"))
+    return fig
+
+
+def stability_figure(table: pd.DataFrame, arch: str) -> go.Figure:
+    """Figs. 9/10: mean TPR and FPR with std error bars per detector and attack.
+
+    ``table``: one row per (defense, attack) with columns ``TPR``, ``TPR_std``, ``FPR``, ``FPR_std`` (%), as
+    :func:`analysis.experiments.tables12_detection` writes them.
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("TPR %", "FPR %"))
+    for defense, part in table.groupby("defense", sort=False):
+        for col, metric in ((1, "TPR"), (2, "FPR")):
+            fig.add_trace(go.Bar(x=part.attack, y=part[metric], name=defense, legendgroup=defense,
+                                 showlegend=col == 1, error_y=dict(type="data", array=part[f"{metric}_std"])),
+                          row=1, col=col)
+    fig.update_layout(title=f"Stability over runs ({arch}), mean ± std", barmode="group", template="plotly_white")
     return fig
 
 

@@ -4,7 +4,7 @@ Each detector is fitted on the reference split and then run once over all benign
 evaluation inputs together (AC and SCAn judge the set as a whole), on the digits model attacked by
 BadNets from ``checkpoints/`` (trained when absent). Repeats rotate the detectors' order so machine
 load affects all alike; the table gives medians and each detector's total time relative to the
-layer-wise detector's, measured in the same run (:func:`analysis.experiments.detector_runtime`).
+layer-wise detector's, measured in the same run (:func:`analysis.comparison.detector_runtime`).
 
     python benchmarks/defense_runtime.py [--arch resnet18] [--repeats 3] [--threads 2] [--out docs/results/defense_runtime.md]
 """
@@ -15,8 +15,8 @@ import argparse
 import torch
 
 from _report import load_average, publish  # benchmarks/_report.py: a script's own folder is on sys.path
+from analysis.comparison import detector_runtime
 from analysis.data import load_digits
-from analysis.experiments import detector_runtime
 from analysis.pipeline import attacked_model
 from analysis.reproduce import markdown_table
 

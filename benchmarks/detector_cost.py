@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from _report import load_average, publish  # benchmarks/_report.py: a script's own folder is on sys.path
-from analysis.comparison import _cap, available_defenses, build_detector
+from analysis.comparison import available_defenses, build_detector, cap
 from analysis.data import load_digits
 from analysis.features import predict_classes
 from analysis.reproduce import markdown_table
@@ -45,8 +45,8 @@ def count_forward_images(model: torch.nn.Module):
 def cost_rows(study: Study, arch: str, repeats: int, names: list[str]) -> pd.DataFrame:
     run = study.model(arch, "badnets")
     reference, benign = study.redraw(0)
-    poisoned = _cap(run.attack.poisoned_test_set(benign), study.max_eval, 2000)
-    inputs = torch.cat([_cap(benign, study.max_eval, 1000).x, poisoned.x])
+    poisoned = cap(run.attack.poisoned_test_set(benign), study.max_eval, 2000)
+    inputs = torch.cat([cap(benign, study.max_eval, 1000).x, poisoned.x])
     model = run.model.eval()
     plain = []
     for _ in range(repeats):

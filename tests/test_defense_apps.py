@@ -6,10 +6,15 @@ import pandas as pd
 import pytest
 import torch
 
-import analysis.apps.defenses as apps
+import analysis.apps.runtime as runtime_module
+import analysis.apps.stability as stability_module
 from analysis import paper_results as paper
-from analysis.apps.defenses import DefenseApp, RuntimeApp, StabilityApp, committed_stability, evaluation_inputs
-from analysis.experiments import _cap, build_detector, run_detector
+from analysis.apps.committed import committed_path, committed_stability
+from analysis.apps.defenses import DefenseApp
+from analysis.apps.runtime import RuntimeApp
+from analysis.apps.shared import LABELS, evaluation_inputs
+from analysis.apps.stability import StabilityApp
+from analysis.comparison import build_detector, cap, run_detector
 from analysis.workbench import Workbench
 
 CHEAP = ("shrinkpad", "scan", "layerwise")  # no fine-tuning, no 100-fold sampling: seconds
@@ -31,12 +36,12 @@ def test_evaluation_inputs_are_the_tables12_draw(workbench, attack):
     """Triggering only the drawn images gives the inputs of tables12_detection: cap(poisoned_test_set(benign))."""
     model, reference, benign, poisoned = evaluation_inputs(workbench, "resnet18", attack, 1, 12)
     ref_expected, rest = workbench.study.redraw(1)
-    expected = _cap(model.attack.poisoned_test_set(rest), 12, 2001)
+    expected = cap(model.attack.poisoned_test_set(rest), 12, 2001)
     # same images, same trigger; ISSBA's trigger is an encoder's output, computed here in other batches,
     # so float sums may differ in the last bits (seen with one torch thread): equal up to 1e-5
     torch.testing.assert_close(poisoned.x, expected.x, rtol=0.0, atol=1e-5)
     assert torch.equal(poisoned.y, expected.y)
-    assert torch.equal(benign.x, _cap(rest, 12, 1001).x) and torch.equal(reference.y, ref_expected.y)
+    assert torch.equal(benign.x, cap(rest, 12, 1001).x) and torch.equal(reference.y, ref_expected.y)
 
 
 # ---------------------------------------------------------------------- DefenseApp
@@ -99,7 +104,7 @@ def test_defense_app_changing_attack_changes_bars_and_readout(defense_app):
     ptpr, pfpr = paper.TABLE1_CIFAR10["layerwise"]["wanet"]
     assert f"TPR {ptpr:.2f} %, FPR {pfpr:.2f} %" in text
     # the committed cell of the same (arch, attack, detector) is quoted beside it
-    committed = pd.read_csv(apps.committed_path("digits", "tables12.csv"))
+    committed = pd.read_csv(committed_path("digits", "tables12.csv"))
     row = committed[(committed.arch == "resnet18") & (committed.attack == "wanet") & (committed.defense == "layerwise")]
     assert f"committed: TPR {row.TPR.iloc[0]:.1f} ± {row.TPR_std.iloc[0]:.1f} %" in text
     # the highlighted heatmap cell follows the attack
@@ -109,13 +114,13 @@ def test_defense_app_changing_attack_changes_bars_and_readout(defense_app):
 
 
 def test_defense_app_heatmap_is_the_committed_table(defense_app):
-    committed = pd.read_csv(apps.committed_path("digits", "tables12.csv"))
+    committed = pd.read_csv(committed_path("digits", "tables12.csv"))
     part = committed[committed.arch == "resnet18"].set_index(["attack", "defense"])
     for heat in ("TPR", "TPR − FPR"):
         defense_app.set(heat=heat)
         heatmap = defense_app.figure.data[3]
         assert heatmap.type == "heatmap"
-        labels = {apps.LABELS[d]: d for d in CHEAP}
+        labels = {LABELS[d]: d for d in CHEAP}
         for i, attack in enumerate(heatmap.y):
             for j, label in enumerate(heatmap.x):
                 cell = part.loc[(attack, labels[label])]
@@ -149,13 +154,13 @@ def stability_app(workbench):
 
 def test_stability_app_computes_only_new_runs(stability_app, monkeypatch):
     calls = []
-    real = apps.build_detector
+    real = stability_module.build_detector
 
     def counting(name, *args, **kwargs):
         calls.append(name)
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(apps, "build_detector", counting)
+    monkeypatch.setattr(stability_module, "build_detector", counting)
     stability_app.set(runs=1, tau=2.5)
     done = {key[2] for key in stability_app._runs}
     assert done >= {0}
@@ -217,7 +222,7 @@ def test_stability_app_rejects_bad_arguments(workbench):
 
 def test_committed_stability_reads_the_table():
     table = committed_stability("digits", "resnet18")
-    committed = pd.read_csv(apps.committed_path("digits", "tables12.csv"))
+    committed = pd.read_csv(committed_path("digits", "tables12.csv"))
     row = committed[(committed.arch == "resnet18") & (committed.attack == "iad") & (committed.defense == "ac")]
     assert table.loc["iad", ("TPR_std", "ac")] == pytest.approx(row.TPR_std.iloc[0])
     assert committed_stability("no-such-dataset", "resnet18") is None
@@ -226,13 +231,13 @@ def test_committed_stability_reads_the_table():
 # ---------------------------------------------------------------------- RuntimeApp
 def test_runtime_app_ratios_are_total_over_layerwise(workbench, monkeypatch):
     calls = []
-    real = apps.detector_runtime
+    real = runtime_module.detector_runtime
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(apps, "detector_runtime", counting)
+    monkeypatch.setattr(runtime_module, "detector_runtime", counting)
     app = RuntimeApp(workbench, max_inputs=40)
     assert len(calls) == 1
     table = app.timings("resnet18", 1)
@@ -243,7 +248,7 @@ def test_runtime_app_ratios_are_total_over_layerwise(workbench, monkeypatch):
     assert "detection on 40 inputs" in app.setup_text()
     assert "180 reference images" in app.setup_text()
     assert app.text().count("× the layer-wise detector") == 3
-    committed = pd.read_csv(apps.committed_path("digits", "fig11.csv"))
+    committed = pd.read_csv(committed_path("digits", "fig11.csv"))
     expected = committed[committed.arch == "resnet18"].set_index("detector").loc[list(table.index), "total_vs_layerwise"]
     assert list(app.figure.data[3].y) == pytest.approx(list(expected))
 
@@ -255,7 +260,7 @@ def test_runtime_app_ratios_are_total_over_layerwise(workbench, monkeypatch):
         out["total_vs_layerwise"] = out.total_s / out.total_s.iloc[0]
         return out
 
-    monkeypatch.setattr(apps, "detector_runtime", fake)
+    monkeypatch.setattr(runtime_module, "detector_runtime", fake)
     app.button.click()
     assert len(calls) == 2
     assert list(app.figure.data[2].y) == pytest.approx([1.0, 1.5, 0.25])

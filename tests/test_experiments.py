@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from analysis import experiments
+from analysis.comparison import cap
 from analysis.data import DatasetSplits, LabeledImages
 from analysis.defenses import ActivationClustering, LayerwiseDefense, RandomizedSmoothing
 from analysis.detection import Detection
@@ -55,9 +56,9 @@ def test_build_detector_seeds_randomised_defenses_and_knows_variants():
 
 def test_cap_is_a_seeded_subsample():
     data = _images(np.linspace(0, 1, 20).tolist())
-    first, second = experiments._cap(data, 5, seed=7), experiments._cap(data, 5, seed=7)
+    first, second = cap(data, 5, seed=7), cap(data, 5, seed=7)
     assert len(first) == 5 and torch.equal(first.x, second.x)
-    assert experiments._cap(data, None, seed=7) is data and experiments._cap(data, 50, seed=7) is data
+    assert cap(data, None, seed=7) is data and cap(data, 50, seed=7) is data
 
 
 @pytest.fixture(scope="module")

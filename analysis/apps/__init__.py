@@ -1,10 +1,12 @@
 """The notebooks' widget apps: one shared layer (:mod:`.base`) and one module per family of figures."""
 from .base import App, Snapshot, show_figure
 from .classroom import ClassroomApp
-from .defenses import DefenseApp, RuntimeApp, StabilityApp
+from .defenses import DefenseApp
 from .gallery import AttackGalleryApp, ModelCurvesApp
 from .layerwise import AdaptiveApp, ExplorerApp, RateApp, ScoreApp, SingleLayerApp, ThresholdApp
 from .pca import PCAApp
+from .runtime import RuntimeApp
+from .stability import StabilityApp
 
 __all__ = ["AdaptiveApp", "App", "AttackGalleryApp", "ClassroomApp", "DefenseApp", "ExplorerApp", "ModelCurvesApp",
            "PCAApp", "RateApp", "RuntimeApp", "ScoreApp", "SingleLayerApp", "Snapshot", "StabilityApp", "ThresholdApp",

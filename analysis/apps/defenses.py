@@ -1,18 +1,17 @@
-"""Apps comparing the detectors: Tables 1/2 (:class:`DefenseApp`), Figs. 9/10 (:class:`StabilityApp`), Fig. 11 (:class:`RuntimeApp`).
+"""Tables 1/2 live: every detector on one attacked model (:class:`DefenseApp`), beside the paper and the committed run.
 
-Everything live runs the detectors of :mod:`analysis.defenses` through
-:func:`analysis.comparison.build_detector` and :func:`analysis.comparison.run_detector_scores` on the
-inputs the paper's protocol prescribes (:meth:`analysis.study.Study.redraw`, capped by the
-same seeded subsample as :func:`analysis.experiments.tables12_detection`), with budgets small enough
-for a laptop's CPU. Results are cached per (architecture, attack[, run]), so moving a control back
-to a setting seen before costs nothing. Committed results of the full runs
-(``docs/results/<dataset>/tables12.csv``, ``fig11.csv``, ``docs/results/defense_runtime*.md``) are
-read from the files, and every panel says which numbers are live and which are committed.
+The detectors of :mod:`analysis.defenses` run through :func:`analysis.comparison.build_detector` and
+:func:`analysis.comparison.run_detector_scores` on the inputs the paper's protocol prescribes
+(:func:`analysis.apps.shared.evaluation_inputs`: :meth:`analysis.study.Study.redraw`, capped by the same seeded
+subsample as :func:`analysis.experiments.tables12_detection`), with budgets small enough for a laptop's CPU.
+Results are cached per (architecture, attack), so moving a control back to a setting seen before costs nothing.
+The committed full run (``docs/results/<dataset>/tables12.csv``, :mod:`analysis.apps.committed`) is read from the
+file, and every panel says which numbers are live and which are committed. Figs. 9/10 live in
+:mod:`analysis.apps.stability`, Fig. 11 in :mod:`analysis.apps.runtime`.
 """
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import ipywidgets as widgets
 import numpy as np
@@ -23,22 +22,16 @@ from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
 from .. import paper_results as paper
-from ..comparison import VARIANTS, _cap, _paper_cell, available_defenses, build_detector, run_detector_scores
-from ..experiments import detector_runtime, stability_figure
-from ..data import LabeledImages
-from ..detector_inputs import check_tau
+from ..comparison import VARIANTS, available_defenses, build_detector, paper_cell, run_detector_scores
 from ..features import predict_classes
-from ..metrics import attack_success_rate, false_positive_rate, true_positive_rate
+from ..metrics import attack_success_rate
 from ..models import ARCHITECTURES
-from ..paths import RESULTS_DIR
 from ..plotting import BENIGN_COLOR, LOI_COLOR, POISONED_COLOR, roc_figure
+from ..validation import check_choice, check_index
 from ..workbench import Workbench
-from .base import FIGURE_WIDTH, App, check_model_choice, dropdown, slider
-
-#: Display names of the detectors (the paper's abbreviations; ``ac-ref`` is AC with the reference criterion).
-LABELS = {"rs": "RS", "shrinkpad": "ShPd", "fp": "FP", "ac": "AC", "strip": "STRIP", "scan": "SCAn",
-          "layerwise": "Ours", "ac-ref": "AC-ref", "scale-up": "SCALE-UP", "ibd-psc": "IBD-PSC", "ted": "TED",
-          "layerwise-trajectory": "Ours, trajectory", "layerwise-trajectory-fpr5": "Ours, trajectory @5%"}
+from .base import App, check_model_choice, dropdown
+from .committed import committed_table
+from .shared import LABELS, evaluation_inputs, page_layout
 
 #: What the heatmap of committed results can show, by control value: column(s) of ``tables12.csv``.
 HEAT_METRICS = ("TPR − FPR", "TPR", "FPR", "AUROC")
@@ -46,84 +39,6 @@ HEAT_METRICS = ("TPR − FPR", "TPR", "FPR", "AUROC")
 #: The paper's table for an architecture: ResNet-18 rows sit beside CIFAR-10 (Table 1), MobileNetV2 beside GTSRB (Table 2).
 PAPER_TABLES = {"resnet18": ("Table 1, CIFAR-10 ResNet-18", paper.TABLE1_CIFAR10),
                 "mobilenetv2": ("Table 2, GTSRB MobileNetV2", paper.TABLE2_GTSRB)}
-
-
-def _layout(fig: go.Figure, height: int, title: str, legend_y: float = -0.2) -> go.Figure:
-    fig.update_layout(title=title, template="plotly_white", width=FIGURE_WIDTH, height=height,
-                      margin=dict(t=100, b=60, l=60, r=20), legend=dict(orientation="h", y=legend_y))
-    return fig
-
-
-def _check_int(value, name: str, low: int, high: int | None = None) -> int:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        bounds = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ValueError(f"{name}: expected an integer {bounds}, got {value!r}")
-    return int(value)
-
-
-def _check_choice(value, name: str, options) -> None:
-    if value not in options:
-        raise ValueError(f"{name}: expected one of {list(options)}, got {value!r}")
-
-
-def evaluation_inputs(workbench: Workbench, arch: str, attack: str, run: int, max_eval: int | None):
-    """The inputs of run ``run`` as :func:`analysis.experiments.tables12_detection` draws them.
-
-    Parameters
-    ----------
-    workbench : where the model and the dataset come from.
-    arch, attack : the attacked model.
-    run : the reference redraw (:meth:`Study.redraw`; 0 = the dataset's own split).
-    max_eval : cap on benign and on poisoned inputs (seeded subsamples, seeds ``1000 + run`` and
-        ``2000 + run`` as in Tables 1/2); None = all.
-
-    Returns
-    -------
-    ``(model, reference, benign, poisoned)``: the ``AttackedModel`` and three ``LabeledImages``
-    (poisoned = the benign evaluation images of non-target classes with the trigger, true labels kept).
-    """
-    model = workbench.model(arch, attack)
-    reference, benign = workbench.study.redraw(run)
-    # the same draw as _cap(poisoned_test_set(benign), ...), triggering only the images drawn (triggers act per image)
-    drawn = _cap(benign.of_class_not(model.attack.target), max_eval, 2000 + run)
-    poisoned = LabeledImages(model.attack.apply_trigger(drawn.x), drawn.y.clone())
-    return model, reference, _cap(benign, max_eval, 1000 + run), poisoned
-
-
-def committed_path(dataset: str, name: str) -> Path:
-    """``docs/results/<dataset>/<name>``: a committed result of ``python -m analysis reproduce``."""
-    return RESULTS_DIR / dataset / name
-
-
-def committed_table(dataset: str, name: str) -> pd.DataFrame | None:
-    """The committed CSV ``docs/results/<dataset>/<name>`` (None when this dataset has none)."""
-    path = committed_path(dataset, name)
-    return pd.read_csv(path) if path.exists() else None
-
-
-def committed_protocol(dataset: str) -> str | None:
-    """The protocol line of ``docs/results/<dataset>/REPORT.md`` (runs, inputs, RS/STRIP samples), or None."""
-    path = committed_path(dataset, "REPORT.md")
-    if not path.exists():
-        return None
-    return next((line for line in path.read_text().splitlines() if line.startswith("Profile")), None)
-
-
-def committed_stability(dataset: str, arch: str, defenses=("fp", "ac", "scan", "layerwise")) -> pd.DataFrame | None:
-    """Committed std (percentage points) of TPR and FPR over runs per attack and detector (``tables12.csv``).
-
-    Returns a table indexed by attack with columns ``(metric, detector)``, or None without committed results.
-    """
-    table = committed_table(dataset, "tables12.csv")
-    if table is None:
-        return None
-    part = table[(table.arch == arch) & table.defense.isin(defenses)]
-    wide = part.pivot(index="attack", columns="defense", values=["TPR_std", "FPR_std"])
-    order = [a for a in paper.ATTACKS if a in wide.index]
-    return wide.loc[order, [(m, d) for m in ("TPR_std", "FPR_std") for d in defenses if (m, d) in wide.columns]]
 
 
 # ---------------------------------------------------------------------- Tables 1/2
@@ -157,12 +72,12 @@ class DefenseApp(App):
         if not self.defenses:
             raise ValueError(f"defenses: expected at least one of {list(known)}, got {defenses!r}")
         for name in self.defenses:
-            _check_choice(name, "defenses", known)
-        _check_choice(defense, "defense", ("all",) + self.defenses)
-        _check_choice(heat, "heat", HEAT_METRICS)
-        self.max_eval = _check_int(max_eval, "max_eval", 1)
-        self.samples = _check_int(samples, "samples", 1)
-        self.run = _check_int(run, "run", 0)
+            check_choice(name, "defenses", known)
+        check_choice(defense, "defense", ("all",) + self.defenses)
+        check_choice(heat, "heat", HEAT_METRICS)
+        self.max_eval = check_index(max_eval, "max_eval", 1)
+        self.samples = check_index(samples, "samples", 1)
+        self.run = check_index(run, "run", 0)
         # the Study's own rule for which setting of RS and STRIP `samples` sets (a copy: the workbench's is untouched)
         self._settings_study = dataclasses.replace(workbench.study, defense_samples=self.samples)
         self._results: dict[tuple[str, str], dict] = {}
@@ -275,7 +190,7 @@ class DefenseApp(App):
                               row=1, col=2)
             fig.update_xaxes(title_text="detector", tickangle=-40, row=1, col=2)
             fig.update_yaxes(title_text="attack", autorange="reversed", row=1, col=2)
-        _layout(fig, 560, f"Tables 1/2 on {self.workbench.data.name}: which detector catches {attack}?", -0.32)
+        page_layout(fig, 560, f"Tables 1/2 on {self.workbench.data.name}: which detector catches {attack}?", -0.32)
         fig.update_layout(barmode="group")
         return fig, self.readout_html(arch, attack, defense)
 
@@ -286,7 +201,7 @@ class DefenseApp(App):
         lines = [self.setup_text(arch, attack)]
         for name in (self.defenses if defense == "all" else (defense,)):
             row = table.loc[name]
-            ptpr, pfpr = _paper_cell(paper_table, name, attack)
+            ptpr, pfpr = paper_cell(paper_table, name, attack)
             base = VARIANTS.get(name, (name, {}))[0]
             as_paper = f"paper's {LABELS[base]}" if base != name else "paper"
             label = "Ours (the layer-wise detector)" if name == "layerwise" else LABELS.get(name, name)
@@ -303,229 +218,4 @@ class DefenseApp(App):
         return "<br>".join(lines)
 
 
-# ---------------------------------------------------------------------- Figs. 9/10
-class StabilityApp(App):
-    """Figs. 9/10: the layer-wise detector's TPR and FPR, mean ± std over reference redraws, per attack.
-
-    Run ``r`` (``r = 0 .. runs-1``) refits the detector on :meth:`Study.redraw` ``(r)``'s reference set
-    and scores that run's evaluation inputs (the rest, capped at ``max_eval`` benign and poisoned
-    inputs as in Tables 1/2). Scores are cached per (architecture, attack, run): raising the number
-    of runs computes only the new runs, and moving τ re-thresholds the cached scores.
-
-    Parameters
-    ----------
-    workbench : the dataset's models.
-    arch : the architecture shown first.
-    runs : the number of redraws shown first (1..10).
-    tau : the detector's threshold (standard deviations).
-    max_eval : at most this many benign and this many poisoned inputs per run (None = all).
-    attacks : the attacks shown (None = all of the workbench's).
-    """
-
-    MAX_RUNS = 10
-    slow_controls = ("arch", "runs")  # each new (architecture, run) fits a detector per attack
-
-    def __init__(self, workbench: Workbench, arch: str = "resnet18", runs: int = 3, tau: float = 2.5,
-                 max_eval: int | None = 50, attacks: tuple[str, ...] | None = None) -> None:
-        self.workbench = check_model_choice(workbench, arch)
-        self.attacks = tuple(workbench.attacks) if attacks is None else tuple(attacks)
-        if not self.attacks:
-            raise ValueError(f"attacks: expected at least one of {list(workbench.attacks)}, got {attacks!r}")
-        for attack in self.attacks:
-            _check_choice(attack, "attacks", workbench.attacks)
-        _check_int(runs, "runs", 1, self.MAX_RUNS)
-        check_tau(tau, high=4.0)
-        self.max_eval = None if max_eval is None else _check_int(max_eval, "max_eval", 1)
-        self._runs: dict[tuple[str, str, int], dict] = {}
-        super().__init__({"arch": dropdown(list(ARCHITECTURES), arch, "architecture", "200px"),
-                          "runs": slider(runs, 1, self.MAX_RUNS, 1, "reference redraws", integer=True),
-                          "tau": slider(float(tau), 0.0, 4.0, 0.1, "τ")})
-
-    # ------------------------------------------------------------------ computation
-    def run_result(self, arch: str, attack: str, run: int) -> dict:
-        """Run ``run`` of ``(arch, attack)``: the fitted detector and its raw scores, computed once.
-
-        Returns a dict: ``detector`` (the fitted :class:`~analysis.detection.LayerwiseDetector`),
-        ``scores`` and ``predicted`` ``[n_benign + n_poisoned]`` (benign first), ``n_benign`` and
-        ``asr`` (% of poisoned inputs classified as the target).
-        """
-        key = (arch, attack, run)
-        if key not in self._runs:
-            model, reference, benign, poisoned = evaluation_inputs(self.workbench, arch, attack, run, self.max_eval)
-            detector = build_detector("layerwise", seed=run).fit(model.model, reference).detector_
-            found = detector.detect(model.model, torch.cat([benign.x, poisoned.x]))
-            self._runs[key] = {"detector": detector, "scores": found.scores, "predicted": found.predicted,
-                               "n_benign": len(benign), "n_poisoned": len(poisoned),
-                               "asr": 100 * attack_success_rate(found.predicted[len(benign):], model.attack.target)}
-        return self._runs[key]
-
-    def per_run(self, arch: str, runs: int, tau: float) -> pd.DataFrame:
-        """TPR and FPR (%) at ``tau`` of every attack and run ``0 .. runs-1``: columns attack, run, TPR, FPR, ASR."""
-        needed = [(a, r) for a in self.attacks for r in range(runs) if (arch, a, r) not in self._runs]
-        for attack, run in tqdm(needed, desc=f"{arch}: redraws", leave=False, disable=not self.workbench.study.progress):
-            self.run_result(arch, attack, run)
-        rows = []
-        for attack in self.attacks:
-            for run in range(runs):
-                found = self.run_result(arch, attack, run)
-                flagged = found["detector"].flag_scores(found["scores"], found["predicted"], tau)
-                n = found["n_benign"]
-                rows.append({"attack": attack, "run": run, "TPR": 100 * true_positive_rate(flagged[n:]),
-                             "FPR": 100 * false_positive_rate(flagged[:n]), "ASR": found["asr"]})
-        return pd.DataFrame(rows)
-
-    def summary(self, arch: str, runs: int, tau: float) -> pd.DataFrame:
-        """Per attack: TPR, TPR_std, FPR, FPR_std (population std over runs, as Tables 1/2) and the mean ASR."""
-        table = self.per_run(arch, runs, tau)
-        out = table.groupby("attack", sort=False).agg(
-            TPR=("TPR", "mean"), TPR_std=("TPR", lambda v: np.std(v)), FPR=("FPR", "mean"),
-            FPR_std=("FPR", lambda v: np.std(v)), ASR=("ASR", "mean")).reset_index()
-        out.insert(1, "defense", "layerwise")
-        return out
-
-    def committed_summary(self, arch: str) -> pd.DataFrame | None:
-        """The layer-wise rows of the committed ``tables12.csv`` for ``arch`` (τ = 2.5): attack, TPR, TPR_std, FPR, FPR_std, runs."""
-        table = committed_table(self.workbench.data.name, "tables12.csv")
-        if table is None:
-            return None
-        part = table[(table.arch == arch) & (table.defense == "layerwise") & table.attack.isin(self.attacks)]
-        return part[["attack", "TPR", "TPR_std", "FPR", "FPR_std", "runs", "n_benign", "n_poisoned"]].reset_index(drop=True)
-
-    # ------------------------------------------------------------------ drawing
-    def draw(self, arch: str, runs: int, tau: float) -> tuple[go.Figure, str]:
-        table = self.summary(arch, runs, tau)
-        raw = self.per_run(arch, runs, tau)
-        fig = stability_figure(table, arch)
-        fig.update_traces(selector=dict(type="bar"), name="mean ± std", marker_color=LOI_COLOR, opacity=0.6)
-        for col, metric in ((1, "TPR"), (2, "FPR")):
-            fig.add_trace(go.Scatter(x=raw.attack, y=raw[metric], mode="markers", name="one run",
-                                     legendgroup="runs", showlegend=col == 1,
-                                     marker=dict(color="black", size=6, symbol="circle-open")), 1, col)
-            fig.update_xaxes(title_text="attack", row=1, col=col)
-            fig.update_yaxes(title_text=f"{metric} %", range=[0, 105], row=1, col=col)
-        inputs = ("all evaluation inputs" if self.max_eval is None
-                  else f"at most {self.max_eval} benign + {self.max_eval} poisoned inputs")
-        _layout(fig, 460, f"Figs. 9/10 on {self.workbench.data.name}: layer-wise detector ({arch}), τ = {tau:.1f}, "
-                          f"{runs} reference redraw{'s' if runs > 1 else ''}<br>"
-                          f"<sup>{inputs} per run; "
-                          f"bars: mean, error bars: std, circles: single runs</sup>")
-        lines = [f"{arch}, τ = {tau:.1f}, runs 0..{runs - 1} (run 0 = the dataset's own split), "
-                 f"std over runs (population):"]
-        for row in table.itertuples():
-            note = " (no backdoor learned here: the 'poisoned' inputs are ordinary ones)" if row.ASR < 50 else ""
-            lines.append(f"{row.attack}: TPR {row.TPR:.1f} ± {row.TPR_std:.1f} %, FPR {row.FPR:.1f} ± "
-                         f"{row.FPR_std:.1f} %; ASR {row.ASR:.1f} %{note}")
-        return fig, "<br>".join(lines)
-
-
-# ---------------------------------------------------------------------- Fig. 11
-class RuntimeApp(App):
-    """Fig. 11: seconds to fit and run the layer-wise detector, AC and SCAn on the same inputs, and their ratios.
-
-    Timed live with :func:`analysis.experiments.detector_runtime` (median of ``repeats`` runs with
-    rotating order) on the BadNets model: fit on the reference split, detection on all benign and
-    poisoned evaluation inputs in one call, as the paper's Fig. 11. Timings depend on the machine and
-    its load: the ratio to the layer-wise detector, from the same repeats, is what compares across
-    machines. The "time again" button reruns the timing of the current setting.
-
-    Parameters
-    ----------
-    workbench : the dataset's models.
-    arch : the architecture timed first.
-    repeats : repeats per detector (median), 1..5.
-    detectors : the detectors timed; must include ``"layerwise"``.
-    max_inputs : cap on the detection inputs (None = all, as the paper).
-    """
-
-    slow_controls = ("arch", "repeats")  # each new setting times every detector
-
-    def __init__(self, workbench: Workbench, arch: str = "resnet18", repeats: int = 1,
-                 detectors: tuple[str, ...] = ("layerwise", "ac", "scan"), max_inputs: int | None = None) -> None:
-        self.workbench = check_model_choice(workbench, arch)
-        _check_int(repeats, "repeats", 1, 5)
-        if "layerwise" not in detectors:
-            raise ValueError(f"detectors: expected a tuple including 'layerwise', got {detectors!r}")
-        for name in detectors:
-            _check_choice(name, "detectors", available_defenses(include_recent=True))
-        self.detectors = tuple(detectors)
-        self.max_inputs = None if max_inputs is None else _check_int(max_inputs, "max_inputs", 1)
-        self._timings: dict[tuple[str, int], pd.DataFrame] = {}
-        self.committed = committed_table(workbench.data.name, "fig11.csv")
-        super().__init__({"arch": dropdown(list(ARCHITECTURES), arch, "architecture", "200px"),
-                          "repeats": slider(repeats, 1, 5, 1, "repeats (median)", integer=True)})
-        self.button = widgets.Button(description="time again", icon="refresh")
-        self.button.on_click(lambda _: self.time_again())
-        self.children[0].children = tuple(self.children[0].children) + (self.button,)
-
-    def inputs(self, arch: str):
-        """``(model, reference, inputs)``: the BadNets model, its reference split and ``[N, C, H, W]`` detection inputs."""
-        run = self.workbench.model(arch, "badnets")
-        inputs = torch.cat([run.data.test.x, run.poisoned_test.x])
-        if self.max_inputs is not None and len(inputs) > self.max_inputs:
-            keep = np.sort(np.random.default_rng(0).choice(len(inputs), size=self.max_inputs, replace=False))
-            inputs = inputs[torch.as_tensor(keep)]
-        return run.model, run.data.reference, inputs
-
-    def timings(self, arch: str, repeats: int) -> pd.DataFrame:
-        """:func:`detector_runtime`'s table for ``(arch, repeats)`` (cached until :meth:`time_again`)."""
-        key = (arch, repeats)
-        if key not in self._timings:
-            model, reference, inputs = self.inputs(arch)
-            self._timings[key] = detector_runtime(model, reference, inputs, self.detectors, repeats).set_index("detector")
-        return self._timings[key]
-
-    def time_again(self) -> None:
-        """Forget the current setting's timings and time it again."""
-        self._timings.pop((self.controls["arch"].value, self.controls["repeats"].value), None)
-        with self.busy(f"timing {', '.join(self.detectors)} again…"):
-            self.refresh()
-
-    def committed_source(self, arch: str) -> str:
-        """Where the committed ratios come from: the file and its torch threads."""
-        part = self.committed[self.committed.arch == arch]
-        threads = f", {int(part.threads.iloc[0])} threads" if len(part) and "threads" in part else ""
-        return f"docs/results/{self.workbench.data.name}/fig11.csv{threads}"
-
-    def setup_text(self) -> str:
-        """What is timed (plain text, no timings): detectors, reference and input counts, repeats."""
-        arch, repeats = self.controls["arch"].value, self.controls["repeats"].value
-        _, reference, inputs = self.inputs(arch)
-        return (f"{self.workbench.data.name} {arch} + BadNets: detectors {', '.join(self.detectors)}; fit on "
-                f"{len(reference)} reference images, detection on {len(inputs)} inputs in one call; median of "
-                f"{repeats} repeat{'s' if repeats > 1 else ''}")
-
-    def draw(self, arch: str, repeats: int) -> tuple[go.Figure, str]:
-        table = self.timings(arch, repeats)
-        labels = [LABELS.get(n, n) for n in table.index]
-        fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
-            "live: seconds (fit + detection)", "live: total time ÷ the layer-wise detector's"))
-        fig.add_trace(go.Bar(x=labels, y=table.fit_s, name="fit", marker_color="#aec7e8"), 1, 1)
-        fig.add_trace(go.Bar(x=labels, y=table.detect_s, name="detection", marker_color=LOI_COLOR), 1, 1)
-        fig.add_trace(go.Bar(x=labels, y=table.total_vs_layerwise, name="ratio (live)", marker_color="#ff7f0e",
-                             text=[f"{v:.2f}" for v in table.total_vs_layerwise], textposition="inside", insidetextanchor="middle"), 1, 2)
-        if self.committed is not None:
-            part = self.committed[self.committed.arch == arch].set_index("detector").reindex(table.index).dropna(
-                subset=["total_vs_layerwise"])
-            if len(part):
-                fig.add_trace(go.Scatter(x=[LABELS.get(n, n) for n in part.index], y=part.total_vs_layerwise,
-                                         mode="markers", name=f"ratio, committed ({self.committed_source(arch)})",
-                                         marker=dict(symbol="diamond", size=12, color="black")), 1, 2)
-        fig.add_hline(y=1.0, line_dash="dash", line_color="gray", row=1, col=2)
-        fig.update_xaxes(title_text="detector", row=1, col=1)
-        fig.update_xaxes(title_text="detector", row=1, col=2)
-        fig.update_yaxes(title_text="seconds", row=1, col=1)
-        top = max(1.5, float(table.total_vs_layerwise.max()) * 1.2)
-        fig.update_yaxes(title_text="ratio (1 = as fast as layer-wise)", range=[0, top], row=1, col=2)
-        _layout(fig, 440, f"Fig. 11 on {self.workbench.data.name}: CPU time of the detectors ({arch} + BadNets)")
-        fig.update_layout(barmode="stack")
-        threads = torch.get_num_threads()
-        lines = [self.setup_text() + f"; {threads} torch thread{'s' if threads > 1 else ''}"]
-        for name, row in table.iterrows():
-            lines.append(f"{LABELS.get(name, name)}: fit {row.fit_s:.2f} s + detection {row.detect_s:.2f} s = "
-                         f"{row.total_s:.2f} s, {row.total_vs_layerwise:.2f} × the layer-wise detector")
-        return fig, "<br>".join(lines)
-
-
-__all__ = ["DefenseApp", "HEAT_METRICS", "LABELS", "RESULTS_DIR", "RuntimeApp", "StabilityApp", "committed_path",
-           "committed_protocol",
-           "committed_stability", "committed_table", "evaluation_inputs"]
+__all__ = ["DefenseApp", "HEAT_METRICS", "PAPER_TABLES"]
