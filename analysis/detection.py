@@ -43,7 +43,6 @@ import torch.nn as nn
 from .data import LabeledImages
 from .detection_options import DetectorOptions, median_and_mad
 from .detection_views import DetectorViews
-from .diagnostics import warn_fragile_loi
 from .detector_inputs import ArrayLike, as_labels, check_feature_list, check_finite, check_tau
 from .features import iter_features, paper_layers
 from .fingerprint import check_same_model, model_fingerprint
@@ -118,9 +117,6 @@ class LayerwiseDetector(EstimatorMixin, DetectorOptions, DetectorViews):
         the paper: Mahalanobis distance of the per-layer standardised similarities; higher = more suspicious).
     target_fpr : None (paper: flag beyond ``tau``) or a fraction in (0, 1) (not in the paper): flag beyond
         ``calibrated_tau_``, a tau calibrated to this false-positive rate (:meth:`calibrate`).
-
-    Warns :class:`analysis.diagnostics.LoiWarning` at fit when a class's LOI is the output layer on a near-tie
-    (the reference statistics of a model where LOI-2..LOI may not separate; ``docs/low_fpr.md``).
 
     Learned attributes: ``n_layers_``, ``classes_``, ``layer_names_`` and ``input_shape_`` (the
     reference images' ``(C, H, W)``, which inputs must match; both None after :meth:`fit_features`),
@@ -316,8 +312,6 @@ class LayerwiseDetector(EstimatorMixin, DetectorOptions, DetectorViews):
             self.mu_[t], self.sigma_[t] = self._location_spread(pooled if self.score == "trajectory"
                                                                 else self.reference_scores_[t])
         warn_degenerate_spread(self.mu_, self.sigma_)
-        if fixed is None and self.score == "sum":  # LOI-2..LOI scored: a near-tie LOI at the output may not separate
-            warn_fragile_loi(self.mean_similarity_, stacklevel=4, tie_at_output_only=True)
         if self.target_fpr is not None:
             self._set_calibration(self._leave_one_out_suspicion(), "leave-one-out")
         return self

@@ -72,8 +72,9 @@ def warn_fragile_loi(mean_similarity: Mapping[int, Sequence[float]], stacklevel:
     """Diagnose every class; one :class:`LoiWarning` naming the classes whose LOI is a near-tie or the output layer.
 
     ``tie_at_output_only``: warn only for classes whose LOI is both a near-tie and the output layer (the held-out
-    model's case, issue 31), as :meth:`analysis.detection.LayerwiseDetector.fit` does; either alone is common on
-    models where the paper's rule works (digits ResNet-18: the output layer is the BadNets target's LOI).
+    model's case, issue 31). Neither form runs inside ``LayerwiseDetector.fit``: on the digits zoo's ResNet-18 both
+    fire on classes where the paper's rule works (the output layer is the BadNets target's LOI; a near-tie at the
+    output appears for some non-target class in most reference redraws), see ``docs/low_fpr.md``.
     """
     found = {t: loi_diagnosis(values) for t, values in mean_similarity.items()}
     if tie_at_output_only:

@@ -31,8 +31,8 @@ def test_one_warning_names_the_fragile_classes_and_a_clear_fit_is_silent():
     assert found[2].near_tie and not found[0].near_tie
 
 
-def test_the_fit_time_check_warns_only_on_a_near_tie_at_the_output():
-    """As LayerwiseDetector.fit uses it: a tie below the output, or a clear LOI at the output, stays silent."""
+def test_the_narrow_check_warns_only_on_a_near_tie_at_the_output():
+    """The narrow form: a tie below the output, or a clear LOI at the output, stays silent."""
     tie_below = [0.1, 0.2, 0.3, 0.4, 0.45, 0.53, 0.62, 0.63]  # +0.09 into 7, +0.08 into 6: a tie, not at the output
     clear_at_output = [0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.52, 0.66]  # +0.14 into the output, runner-up +0.05
     tie_at_output = [0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.577, 0.664]
@@ -44,37 +44,3 @@ def test_the_fit_time_check_warns_only_on_a_near_tie_at_the_output():
     with pytest.warns(LoiWarning, match=r"output layer on a near-tie for classes \{3: \(8, 7, 0.087, 0.077\)\}"):
         warn_fragile_loi({0: tie_below, 3: tie_at_output}, tie_at_output_only=True)
 
-
-def _features_with_mean_similarity(profiles: dict[int, list[float]], per_class: int = 12):
-    """Features whose class-c samples at layer l have cosine exactly ``profiles[c][l]`` to their centroid.
-
-    A sample is (1, +a) or (1, -a) in turn, so the class centroid is (1, 0) and every cosine is 1 / sqrt(1 + a^2).
-    """
-    import numpy as np
-
-    labels = np.repeat(sorted(profiles), per_class)
-    signs = np.tile([1.0, -1.0], len(labels) // 2)
-    layers = []
-    for layer in range(len(next(iter(profiles.values())))):
-        a = np.array([np.sqrt(1.0 / profiles[int(c)][layer] ** 2 - 1.0) for c in labels])
-        layers.append(np.stack([np.ones(len(labels)), signs * a], 1))
-    return layers, labels
-
-
-@pytest.mark.filterwarnings("ignore:reference. the scores of classes")  # every sample of a class scores alike
-def test_the_paper_detector_warns_at_fit_when_an_loi_is_a_near_tie_at_the_output():
-    """LayerwiseDetector.fit runs the check on its own reference statistics (mean_similarity_), nothing else."""
-    from analysis.detection import LayerwiseDetector
-
-    clear = [0.1, 0.2, 0.3, 0.4, 0.8, 0.82, 0.84, 0.85]
-    tie = [0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.577, 0.664]
-    features, labels = _features_with_mean_similarity({0: clear, 1: tie})
-    with pytest.warns(LoiWarning, match=r"near-tie for classes \{1: \(8, 7, 0.087, 0.077\)\}"):
-        detector = LayerwiseDetector().fit_features(features, labels)
-    assert detector.loi_ == {0: 5, 1: 8}
-    features, labels = _features_with_mean_similarity({0: clear, 1: clear})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", LoiWarning)
-        LayerwiseDetector().fit_features(features, labels)  # clear LOIs: silent
-        features, labels = _features_with_mean_similarity({0: clear, 1: tie})
-        LayerwiseDetector(score_layers=[4, 5, 6]).fit_features(features, labels)  # no LOI is scored: silent
