@@ -31,7 +31,7 @@ from .metrics import (attack_metrics, attack_success_rate, false_positive_rate, 
                       true_positive_rate)
 from .projection import fig1_pca
 from .study import OWN_TABLE_ATTACKS, PROFILES, Study, default_attacks  # noqa: F401
-from .zoo import adaptive_name, badnets_rate_name
+from .zoo import badnets_rate_name
 
 __all__ = ["EXPERIMENTS", "MIN_FIG6_POISONED", "fig11_runtime", "fig5_threshold", "fig6_scores",
            "figs_layerwise_curves", "table3_attacks", "table4_rates", "table5_features",
@@ -204,7 +204,7 @@ def table7_adaptive(study: Study, betas: tuple[float, ...] | None = None) -> tup
     rows = []
     for arch in study.archs:
         for beta in (study.adaptive_betas if betas is None else betas):
-            run = study.model(arch, "adaptive", name=adaptive_name(study.data.name, arch, beta), beta=beta)
+            run = study.adaptive_model(arch, beta)
             measured = attack_metrics(run.model, run.data.test, run.poisoned_test, run.attack.target)
             row = {"arch": arch, "beta": beta, "MA": measured["ma"] * 100, "ASR": measured["asr"] * 100}
             for defense in ("ac", "ac-ref", "scan", "layerwise"):

@@ -18,6 +18,7 @@ from .data import DatasetSplits, LabeledImages, stratified_fraction
 from .pipeline import AttackedModel, attacked_model
 from .protocol import redraw
 from .training import TrainConfig
+from .zoo import adaptive_name
 
 __all__ = ["OWN_TABLE_ATTACKS", "PROFILES", "Study", "default_attacks"]
 
@@ -112,6 +113,10 @@ class Study:
                                                  run.attack.poisoned_test_set(self.data.test), run.train_seconds,
                                                  run.loaded_from)
         return self._cache[key]
+
+    def adaptive_model(self, arch: str, beta: float) -> AttackedModel:
+        """The model of the adaptive attack at penalty ``beta`` (Table 7), under its own checkpoint name."""
+        return self.model(arch, "adaptive", name=adaptive_name(self.data.name, arch, beta), beta=beta)
 
     def clean(self, arch: str) -> tuple:
         """``(model, train seconds)`` of the clean model of ``arch`` (zoo, cache, else trained and cached)."""

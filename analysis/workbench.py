@@ -20,7 +20,7 @@ from .detection import LayerwiseDetector
 from .study import Study
 from .explore import LayerwiseExplorer
 from .pipeline import AttackedModel
-from .zoo import adaptive_name, badnets_rate_name
+from .zoo import badnets_rate_name
 
 
 class Workbench:
@@ -60,7 +60,7 @@ class Workbench:
             return self.study.model(arch, attack, name=badnets_rate_name(self.data.name, arch, rate), rate=rate)
         if beta is not None or attack == "adaptive":
             beta = 0.0 if beta is None else beta
-            return self.study.model(arch, "adaptive", name=adaptive_name(self.data.name, arch, beta), beta=beta)
+            return self.study.adaptive_model(arch, beta)
         return self.study.model(arch, attack)
 
     def explorer(self, arch: str, attack: str, *, rate: float | None = None, beta: float | None = None,

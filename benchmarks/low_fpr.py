@@ -30,7 +30,6 @@ from analysis.metrics import attack_metrics
 from analysis.protocol import CHEAP, run_protocol, summarize
 from analysis.reproduce import load_for_reproduce, markdown_table
 from analysis.study import Study
-from analysis.zoo import adaptive_name
 
 DETECTORS = ("layerwise", "layerwise-trajectory", "layerwise-gaussian", "ted", "ibd-psc", "scale-up")
 BASELINES = ("ted", "ibd-psc", "scale-up")
@@ -45,7 +44,7 @@ def model_for(study: Study, arch: str, attack: str):
             beta = float(text)
         except ValueError:
             raise SystemExit(f"--attacks: expected adaptive@BETA with BETA a number in [0, 1), got {attack!r}") from None
-        return study.model(arch, "adaptive", name=adaptive_name(study.data.name, arch, beta), beta=beta)
+        return study.adaptive_model(arch, beta)
     return study.model(arch, attack)
 
 

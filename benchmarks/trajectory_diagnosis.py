@@ -51,7 +51,6 @@ from analysis.metrics import auroc  # noqa: E402
 from analysis.reproduce import load_for_reproduce  # noqa: E402
 from analysis.study import Study  # noqa: E402
 from analysis.workbench import Workbench  # noqa: E402
-from analysis.zoo import adaptive_name  # noqa: E402
 
 
 def z_scores(detector: LayerwiseDetector, similarity: np.ndarray, predicted: np.ndarray,
@@ -152,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.beta is None:
         run = study.model(args.arch, args.attack)
     else:
-        run = study.model(args.arch, "adaptive", name=adaptive_name(study.data.name, args.arch, args.beta),
-                          beta=args.beta)
+        run = study.adaptive_model(args.arch, args.beta)
     results = []
     for r in range(args.runs):
         reference, benign = study.redraw(r)

@@ -41,6 +41,7 @@ import torch.nn as nn
 
 from ..data import LabeledImages
 from ..detection import Detection
+from ..detection_options import MAD_TO_STD
 from ..features import iter_features, paper_layers
 from ..metrics import conformal_threshold
 from ..reference_checks import ReferenceWarning
@@ -50,7 +51,6 @@ __all__ = ["LayerwiseGaussianDetector", "layer_distances"]
 
 #: Floor of a layer's MAD of log distances, so that a layer where every reference input agrees stays finite.
 MAD_FLOOR = 1e-6
-_MAD_TO_STD = 1.4826
 
 
 class _LayerGaussians:
@@ -234,7 +234,7 @@ class LayerwiseGaussianDetector(Defense):
         log_d = np.log(np.maximum(held_out, 1e-300))
         usable = np.all(np.isfinite(log_d), axis=1)
         self.location_ = np.median(log_d[usable], axis=0)
-        self.scale_ = np.maximum(_MAD_TO_STD * np.median(np.abs(log_d[usable] - self.location_), axis=0), MAD_FLOOR)
+        self.scale_ = np.maximum(MAD_TO_STD * np.median(np.abs(log_d[usable] - self.location_), axis=0), MAD_FLOOR)
         z = (log_d - self.location_) / self.scale_
         self.gaussians_ = [_LayerGaussians(f, labels) for f in features]
         self.classes_ = self.gaussians_[0].classes

@@ -49,9 +49,9 @@ import torch
 import torch.nn as nn
 
 from ..data import LabeledImages
+from ..detection_options import MAD_TO_STD
 from .base import Defense, as_images, check_choice, check_int, check_labeled, check_layers, check_number, features_of
 
-MAD_TO_STD = 1.4826
 
 
 def em_decomposition(features: np.ndarray, labels: np.ndarray, reg: float = 1e-3, max_iter: int = 100,
@@ -249,4 +249,4 @@ class SCAn(Defense):
         return scores, self.threshold - scores
 
 
-__all__ = ["MAD_TO_STD", "SCAn", "em_decomposition", "robust_scores", "untangle"]
+__all__ = ["SCAn", "em_decomposition", "robust_scores", "untangle"]
