@@ -73,8 +73,8 @@ def warn_fragile_loi(mean_similarity: Mapping[int, Sequence[float]], stacklevel:
 
     ``tie_at_output_only``: warn only for classes whose LOI is both a near-tie and the output layer (the held-out
     model's case, issue 31). Neither form runs inside ``LayerwiseDetector.fit``: on the digits zoo's ResNet-18 both
-    fire on classes where the paper's rule works (the output layer is the BadNets target's LOI; a near-tie at the
-    output appears for some non-target class in most reference redraws), see ``docs/low_fpr.md``.
+    fire on models where the paper's rule works (the narrow form in 14 of 25 fits over reference redraws:
+    ``benchmarks/loi_warning_rate.py``), see ``docs/low_fpr.md``.
     """
     found = {t: loi_diagnosis(values) for t, values in mean_similarity.items()}
     if tie_at_output_only:
