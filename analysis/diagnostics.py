@@ -67,6 +67,11 @@ def loi_diagnosis(mean_similarity: Sequence[float], near_tie: float = NEAR_TIE) 
     return LoiDiagnosis(loi, float(rises[loi]), runner_up, float(runner_rise), tie, loi == n_layers)
 
 
+def _summary(d: LoiDiagnosis) -> tuple:
+    """``(LOI, runner-up, rise, runner-up rise)`` of one class, as the warnings print it."""
+    return d.loi, d.runner_up, round(d.rise, 3), round(d.runner_up_rise, 3)
+
+
 def warn_fragile_loi(mean_similarity: Mapping[int, Sequence[float]], stacklevel: int = 3, *,
                      tie_at_output_only: bool = False) -> dict[int, LoiDiagnosis]:
     """Diagnose every class; one :class:`LoiWarning` naming the classes whose LOI is a near-tie or the output layer.
@@ -78,7 +83,7 @@ def warn_fragile_loi(mean_similarity: Mapping[int, Sequence[float]], stacklevel:
     """
     found = {t: loi_diagnosis(values) for t, values in mean_similarity.items()}
     if tie_at_output_only:
-        both = {t: (d.loi, d.runner_up, round(d.rise, 3), round(d.runner_up_rise, 3))
+        both = {t: _summary(d)
                 for t, d in found.items() if d.near_tie and d.at_output}
         if both:
             warnings.warn(f"the LOI is the output layer on a near-tie for classes {both} (class: (LOI, runner-up, "
@@ -87,7 +92,7 @@ def warn_fragile_loi(mean_similarity: Mapping[int, Sequence[float]], stacklevel:
                           f"rule may then not separate them at any threshold. Compare score_layers below the LOI, "
                           f"or the 'layerwise-gaussian' detector (docs/low_fpr.md).", LoiWarning, stacklevel=stacklevel)
         return found
-    ties = {t: (d.loi, d.runner_up, round(d.rise, 3), round(d.runner_up_rise, 3)) for t, d in found.items() if d.near_tie}
+    ties = {t: _summary(d) for t, d in found.items() if d.near_tie}
     output = sorted(t for t, d in found.items() if d.at_output)
     parts = []
     if ties:
