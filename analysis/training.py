@@ -103,7 +103,21 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return torch.stack([padded[i, :, r : r + h, c : c + w] for i, (r, c) in enumerate(offsets)])
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+def lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """The learning-rate schedule of ``config`` for ``optimizer``, and when to step it.
+
+    Parameters
+    ----------
+    optimizer : the optimizer whose learning rate is scheduled.
+    config : its ``schedule`` (``"onecycle"``, ``"multistep"`` or anything else: none), ``lr``, ``epochs`` and
+        ``milestones``.
+    steps_per_epoch : batches per epoch (OneCycle's step count).
+
+    Returns
+    -------
+    ``(scheduler, step_on)``: the ``torch.optim.lr_scheduler`` object (None for a constant rate) and ``"step"``
+    (step it after every batch) or ``"epoch"`` (after every epoch).
+    """
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
@@ -160,7 +174,7 @@ def train(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     steps_per_epoch = (len(data) + config.batch_size - 1) // config.batch_size
-    scheduler, step_on = _scheduler(optimizer, config, steps_per_epoch)
+    scheduler, step_on = lr_scheduler(optimizer, config, steps_per_epoch)
     history = History()
     bar = tqdm(total=config.epochs * steps_per_epoch, desc="training", unit="batch", disable=not progress)
     for epoch in range(1, config.epochs + 1):
@@ -205,4 +219,4 @@ def train(
     return history
 
 
-__all__ = ["History", "TrainConfig", "accuracy", "model_device", "random_shift", "train"]
+__all__ = ["History", "TrainConfig", "accuracy", "lr_scheduler", "model_device", "random_shift", "train"]

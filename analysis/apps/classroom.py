@@ -14,7 +14,7 @@ from ..explore import TAU_MAX, TAU_MIN, TAU_STEP
 from ..plotting import histogram_figure, layerwise_curve_figure
 from ..workbench import Workbench
 from .base import slider
-from .layerwise import _layout, _ModelApp, model_text
+from .layerwise import ModelApp, model_layout, model_text
 
 
 def image_rgb(image) -> np.ndarray:
@@ -25,7 +25,7 @@ def image_rgb(image) -> np.ndarray:
     return (np.clip(np.transpose(array, (1, 2, 0)), 0, 1) * 255).round().astype(np.uint8)
 
 
-class ClassroomApp(_ModelApp):
+class ClassroomApp(ModelApp):
     """Trigger, curves, threshold and TPR/FPR of one attacked model, for a class or a Voila page.
 
     Controls: architecture, attack, image (index among the non-target evaluation images), tau.
@@ -66,7 +66,7 @@ class ClassroomApp(_ModelApp):
         for col in (1, 2):
             fig.update_xaxes(visible=False, row=1, col=col)
             fig.update_yaxes(visible=False, row=1, col=col)
-        _layout(fig, 820, f"{arch} + {attack}: the backdoor and the layer-wise detector")
+        model_layout(fig, 820, f"{arch} + {attack}: the backdoor and the layer-wise detector")
         return fig, f"{model_text(explorer)}<br>{explorer.readout(tau)}"
 
 

@@ -23,8 +23,19 @@ from .base import FIGURE_WIDTH, App, check_model_choice, dropdown, percent, slid
 TAU_GRID = np.round(np.arange(0.0, TAU_MAX + TAU_STEP / 2, TAU_STEP), 6)
 
 
-def _layout(fig: go.Figure, height: int, title: str) -> go.Figure:
-    """The apps' common layout: fixed width, title, legend in one row below the lowest axis title."""
+def model_layout(fig: go.Figure, height: int, title: str) -> go.Figure:
+    """The model apps' common layout: fixed width, title, legend in one row below the lowest axis title.
+
+    Parameters
+    ----------
+    fig : the figure, changed in place.
+    height : its height in pixels.
+    title : its title.
+
+    Returns
+    -------
+    ``fig``, for chaining.
+    """
     top, bottom = 90, 120
     fig.update_layout(title=title, template="plotly_white", width=FIGURE_WIDTH, height=height, barmode="overlay",
                       margin=dict(t=top, b=bottom, l=60, r=20),
@@ -48,8 +59,15 @@ def model_text(explorer: LayerwiseExplorer) -> str:
             f"{explorer.n_layers} ({explorer.layer_names[s['loi'] - 1]}), scored layers {s['score_layers']}")
 
 
-class _ModelApp(App):
-    """An app whose first controls pick the architecture and the attack of a :class:`Workbench`."""
+class ModelApp(App):
+    """An app whose first controls pick the architecture and the attack of a :class:`Workbench`.
+
+    Parameters
+    ----------
+    workbench : the dataset's models.
+    arch, attack : the model shown first (checked by :func:`~analysis.apps.base.check_model_choice`).
+    extra : the app's other controls, name -> widget, in display order after the two dropdowns.
+    """
 
     def __init__(self, workbench: Workbench, arch: str, attack: str, extra: dict) -> None:
         self.workbench = check_model_choice(workbench, arch, attack)
@@ -58,10 +76,11 @@ class _ModelApp(App):
         super().__init__({**controls, **extra})
 
     def explorer(self) -> LayerwiseExplorer:
+        """The explorer of the architecture and attack the controls show now."""
         return self.workbench.explorer(self.controls["arch"].value, self.controls["attack"].value)
 
 
-class ExplorerApp(_ModelApp):
+class ExplorerApp(ModelApp):
     """Figs. 2/3/7/8: the layer-wise curves of one class, one layer's histograms, the score histogram at tau.
 
     Controls: architecture, attack, class (default the target), layer (default the class's LOI), tau.
@@ -121,7 +140,7 @@ def explorer_figure(explorer: LayerwiseExplorer, class_: int, layer: int, tau: f
     histogram_figure(scores_benign, scores_poisoned, "", "summed similarity",
                      threshold=explorer.threshold(class_, tau), threshold_label=f"μ − {tau:.1f}σ",
                      fig=fig, row=2, col=2, showlegend=False)
-    _layout(fig, 780, f"{label}: inputs the model classifies as class {class_}")
+    model_layout(fig, 780, f"{label}: inputs the model classifies as class {class_}")
     return fig, f"{model_text(explorer)}<br>{explorer.readout(tau)}<br>{class_text(explorer, class_, tau)}"
 
 
@@ -138,7 +157,7 @@ def class_text(explorer: LayerwiseExplorer, class_: int, tau: float) -> str:
             f"and {flagged[1]}/{len(poisoned)} poisoned inputs classified {class_}")
 
 
-class ThresholdApp(_ModelApp):
+class ThresholdApp(ModelApp):
     """Fig. 5 and Table 8: TPR and FPR over tau with the current tau marked, and the ROC curve with the operating point.
 
     Controls: architecture, attack, metric (cosine, the paper's, or Euclidean, Table 8), tau.
@@ -172,11 +191,11 @@ class ThresholdApp(_ModelApp):
                          tickvals=[0.1, 0.5, 1, 5, 10, 50, 100], ticktext=["0.1", "0.5", "1", "5", "10", "50", "100"],
                          row=1, col=2)
         fig.update_yaxes(title_text="TPR %", range=[-2, 102], row=1, col=2)
-        _layout(fig, 460, f"{arch} + {attack}, {metric} detector")
+        model_layout(fig, 460, f"{arch} + {attack}, {metric} detector")
         return fig, f"{model_text(explorer)}<br>{explorer.readout(tau)}; AUROC {percent(roc['auroc'])}"
 
 
-class ScoreApp(_ModelApp):
+class ScoreApp(ModelApp):
     """Fig. 6: distributions of the summed similarity of benign and poisoned inputs classified as the target, with the threshold."""
 
     def __init__(self, workbench: Workbench, arch: str = "resnet18", attack: str = "badnets", tau: float = 2.5) -> None:
@@ -190,7 +209,7 @@ class ScoreApp(_ModelApp):
         fig = histogram_figure(benign, poisoned, "", f"score: summed similarity at layers "
                                f"{list(explorer.detector.score_layers_[target])}", threshold=threshold,
                                threshold_label=f"μ − {tau:.1f}σ")
-        _layout(fig, 440, f"{arch} + {attack}: scores of inputs classified as the target class {target}")
+        model_layout(fig, 440, f"{arch} + {attack}: scores of inputs classified as the target class {target}")
         below_b, below_p = int(np.sum(benign < threshold)), int(np.sum(poisoned < threshold))
         text = (f"threshold μ − τσ = {threshold:.3f}: {below_p}/{len(poisoned)} poisoned and {below_b}/{len(benign)} "
                 f"benign inputs classified as {target} fall below it<br>{explorer.readout(tau)}")
@@ -224,7 +243,7 @@ def _variant_figure(explorers: dict, selected, label: str, title: str) -> go.Fig
     fig.add_vline(x=keys.index(selected), line_dash="dot", line_color="black", row=1, col=2)
     fig.update_xaxes(title_text=label, type="category", row=1, col=2)
     fig.update_yaxes(title_text="%", range=[-2, 102], row=1, col=2)
-    return _layout(fig, 480, title)
+    return model_layout(fig, 480, title)
 
 
 class RateApp(App):
@@ -280,7 +299,7 @@ class AdaptiveApp(App):
         return fig, f"β = {beta:g}: {model_text(explorer)}<br>{explorer.readout()}"
 
 
-class SingleLayerApp(_ModelApp):
+class SingleLayerApp(ModelApp):
     """Table 6: TPR and FPR when scoring on one layer only, per layer, beside the LOI rule."""
 
     def __init__(self, workbench: Workbench, arch: str = "resnet18", attack: str = "wanet", tau: float = 2.5) -> None:
@@ -297,7 +316,7 @@ class SingleLayerApp(_ModelApp):
         fig.add_trace(go.Bar(x=labels, y=table["FPR %"], name="FPR", marker_color=BENIGN_COLOR))
         fig.update_xaxes(title_text=f"layer scored alone (LOI rule: layers {sorted(scored)})", type="category")
         fig.update_yaxes(title_text="%", range=[0, 102])
-        _layout(fig, 440, f"{arch} + {attack}: one layer vs the LOI rule (τ = {tau:.1f})")
+        model_layout(fig, 440, f"{arch} + {attack}: one layer vs the LOI rule (τ = {tau:.1f})")
         fig.update_layout(barmode="group")
         best = table.drop(index="LOI rule")["TPR %"].idxmax()
         text = (f"best single layer: {best} (TPR {table.loc[best, 'TPR %']:.1f} %, FPR {table.loc[best, 'FPR %']:.1f} %); "
@@ -306,5 +325,5 @@ class SingleLayerApp(_ModelApp):
         return fig, text
 
 
-__all__ = ["AdaptiveApp", "ExplorerApp", "FPR_FLOOR", "class_text", "explorer_figure", "log_fpr", "RateApp", "ScoreApp", "SingleLayerApp", "TAU_GRID", "ThresholdApp",
-           "model_text", "variant_table"]
+__all__ = ["AdaptiveApp", "ExplorerApp", "FPR_FLOOR", "ModelApp", "RateApp", "ScoreApp", "SingleLayerApp", "TAU_GRID",
+           "ThresholdApp", "class_text", "explorer_figure", "log_fpr", "model_layout", "model_text", "variant_table"]

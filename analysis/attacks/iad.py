@@ -244,7 +244,7 @@ class IAD(Attack):
         epoch's triggered samples classified as the target).
         """
         from ..devices import pick_device, seed_everything
-        from ..training import History, TrainConfig, _scheduler, random_shift
+        from ..training import History, TrainConfig, lr_scheduler, random_shift
 
         context = context or AttackContext()
         config = context.config or TrainConfig()
@@ -262,7 +262,7 @@ class IAD(Attack):
         g_optimizer = self._optimizer(pattern_net)
         n = len(train)
         steps = (n + config.batch_size - 1) // config.batch_size
-        scheduler, step_on = _scheduler(optimizer, config, steps)
+        scheduler, step_on = lr_scheduler(optimizer, config, steps)
         generator = torch.Generator().manual_seed(config.seed)
         history = History()
         bar = tqdm(total=config.epochs * steps, desc="IAD training", unit="batch", disable=not context.progress)
