@@ -14,53 +14,60 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import paper_results as paper
 from .data import LabeledImages
+from .defenses import DETECTORS, REGISTRY, build_defense
+from .defenses.registry import base_name, view
 
 __all__ = ["DETECTION_COLUMNS", "DetectorRun", "LAYERWISE_OPTIONS", "VARIANTS", "available_defenses", "build_detector",
-           "cap", "detector_runtime", "paper_cell", "run_detector", "run_detector_scores"]
+           "cap", "detector_runtime", "paper_cell", "paper_key", "run_detector", "run_detector_scores", "summarize_runs"]
 
-#: Extra rows of the detection tables: name -> (registered defense, settings). AC's default criterion
-#: (relative cluster size, as in Chen et al.) flags the *smaller* cluster, which on a test set where
-#: triggered inputs outnumber benign ones is the benign one; the ``reference`` criterion flags the
-#: cluster holding fewer reference samples.
-VARIANTS: dict[str, tuple[str, dict]] = {"ac-ref": ("ac", {"criterion": "reference"})}
+#: Extra rows of the detection tables beside the paper's: name -> (registered defense, settings); a view of the
+#: registry's variants of the paper's detectors (``ac-ref``: AC with the reference criterion).
+VARIANTS = view(lambda name, spec: (base_name(name), dict(spec.settings)),
+                lambda name, spec: bool(spec.settings) and spec.group in ("baseline", "paper"))
 
-#: The layer-wise detector's options beyond the paper, as rows of the detection tables (not the paper's
-#: numbers: their paper columns stay empty): name -> settings of :class:`analysis.detection.LayerwiseDetector`.
-LAYERWISE_OPTIONS: dict[str, dict] = {
-    "layerwise-trajectory": {"score": "trajectory"},
-    "layerwise-trajectory-fpr5": {"score": "trajectory", "target_fpr": 0.05},
-}
+#: The layer-wise detector's options beyond the paper, as rows of the detection tables (their paper columns stay
+#: empty): name -> settings of :class:`analysis.detection.LayerwiseDetector`; a view of the registry.
+LAYERWISE_OPTIONS = view(lambda name, spec: dict(spec.settings), lambda name, spec: spec.group == "option")
 
 
 def available_defenses(include_recent: bool = False) -> tuple[str, ...]:
-    """Detector names for the comparison tables: the paper's seven in its order, then :data:`VARIANTS`.
+    """Detector names for the comparison tables, in the registry's order.
 
-    ``include_recent``: also the detectors published after the paper
-    (:data:`analysis.defenses.RECENT_DEFENSES`) and the layer-wise options (:data:`LAYERWISE_OPTIONS`).
+    Parameters
+    ----------
+    include_recent : also the rows of the extended tables: the detectors published after the paper and the
+        layer-wise options (the registry's groups ``"recent"`` and ``"option"``).
+
+    Returns
+    -------
+    The paper's seven in its order and the variants shown beside them (``ac-ref``; the registry's groups
+    ``"baseline"`` and ``"paper"``), then, with ``include_recent``, the extended rows.
     """
-    from .defenses import DETECTORS, RECENT_DEFENSES
-
-    names = tuple(d for d in paper.DEFENSES if d in DETECTORS) + tuple(VARIANTS)
-    return names + tuple(RECENT_DEFENSES) + tuple(LAYERWISE_OPTIONS) if include_recent else names
+    groups = [("baseline", "paper")] + ([("recent", "option")] if include_recent else [])
+    return tuple(name for chosen in groups for name, spec in REGISTRY.items() if spec.group in chosen)
 
 
 def build_detector(name: str, seed: int = 0, **settings):
-    """A detector of :mod:`analysis.defenses` (``layerwise`` included) or a :data:`VARIANTS` row.
+    """The detector registered as ``name`` (:data:`analysis.defenses.REGISTRY`: variants and options included).
 
-    Randomised defenses get ``seed``; the layer-wise detector flags inputs of classes absent from the
+    Parameters
+    ----------
+    name : a key of the registry.
+    seed : passed to a randomised defense (one whose constructor takes ``seed``).
+    **settings : on top of the entry's own settings.
+
+    Returns
+    -------
+    The unfitted detector. The layer-wise detector and its options flag inputs of classes absent from the
     reference set instead of raising (a redrawn reference set keeps every class, so this is a guard).
     """
     import inspect
 
-    from .defenses import DETECTORS, build_defense
-
-    base, extra = VARIANTS.get(name, ("layerwise", LAYERWISE_OPTIONS[name]) if name in LAYERWISE_OPTIONS else (name, {}))
-    if base not in DETECTORS:
-        raise ValueError(f"name: unknown detector {name!r}; expected one of "
-                         f"{sorted(DETECTORS) + sorted(VARIANTS) + sorted(LAYERWISE_OPTIONS)}")
-    extra = dict(extra)
+    if name not in REGISTRY:
+        raise ValueError(f"name: unknown detector {name!r}; expected one of {sorted(REGISTRY)}")
+    base = base_name(name)
+    extra = dict(REGISTRY[name].settings)
     if "seed" in inspect.signature(DETECTORS[base].__init__).parameters:
         extra["seed"] = seed
     if base == "layerwise":
@@ -68,17 +75,25 @@ def build_detector(name: str, seed: int = 0, **settings):
     return build_defense(base, **{**extra, **settings})
 
 
-def _base(name: str) -> str:
-    """The paper's defense whose numbers a row is shown beside (a :data:`VARIANTS` row's base, else the name).
+def paper_key(name: str) -> str | None:
+    """The paper's Tables 1/2 row whose numbers detector ``name``'s row is shown beside.
 
-    A :data:`LAYERWISE_OPTIONS` row is not the paper's method: it keeps its own name, so its paper columns are NaN.
+    Parameters
+    ----------
+    name : a detector name.
+
+    Returns
+    -------
+    The registry's ``paper`` key (a variant's base defense: ``"ac-ref"`` -> ``"ac"``); None for a detector the
+    paper does not report (the recent ones, the layer-wise options) or an unregistered name, so its paper
+    columns are NaN.
     """
-    return VARIANTS.get(name, (name, {}))[0]
+    return REGISTRY[name].paper if name in REGISTRY else None
 
 
 def paper_cell(table: dict, name: str, attack: str) -> tuple[float, float]:
     """``(TPR, FPR)`` of detector ``name`` on ``attack`` in a Table 1/2 dict, NaN where absent."""
-    return table.get(_base(name), {}).get(attack, (np.nan, np.nan))
+    return table.get(paper_key(name), {}).get(attack, (np.nan, np.nan))
 
 
 @dataclass(frozen=True)
@@ -157,7 +172,19 @@ def detector_runtime(model, reference: LabeledImages, inputs: torch.Tensor,
     return table
 
 
-def _summary(results: list[dict]) -> dict[str, float]:
+def summarize_runs(results: list[dict]) -> dict[str, float]:
+    """Mean and population std over runs of every detection column, and the mean seconds.
+
+    Parameters
+    ----------
+    results : one :attr:`DetectorRun.metrics` dict per run (the columns of :data:`DETECTION_COLUMNS` and
+        ``"seconds"``).
+
+    Returns
+    -------
+    ``{column: mean, column + "_std": std (ddof 0)}`` for every column of :data:`DETECTION_COLUMNS`, and
+    ``"seconds"``: the mean seconds.
+    """
     frame = pd.DataFrame(results)
     out = {}
     for key in DETECTION_COLUMNS.values():
@@ -165,3 +192,9 @@ def _summary(results: list[dict]) -> dict[str, float]:
         out[f"{key}_std"] = frame[key].std(ddof=0)
     out["seconds"] = frame.seconds.mean()
     return out
+
+
+# Old private names, kept only while analysis/critical_features.py (being written beside this change) still imports
+# them: remove once it uses paper_key and summarize_runs.
+_base = paper_key
+_summary = summarize_runs

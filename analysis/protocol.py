@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from .data import DatasetSplits, LabeledImages, stratified_fraction
+from .defenses.registry import names
 from .features import predict_classes
 from .metrics import auroc, tpr_at_fpr
 
@@ -39,8 +40,8 @@ __all__ = ["CHEAP", "LOW_FPR_DETECTORS", "Inputs", "clopper_pearson", "evaluatio
            "population_metrics", "redraw", "run_protocol", "summarize"]
 
 #: Detectors that cost about one forward pass per input (plus work on features): they see every evaluation input.
-CHEAP = frozenset({"layerwise", "layerwise-trajectory", "layerwise-trajectory-fpr5", "layerwise-gaussian", "ted",
-                   "ac", "ac-ref", "scan"})
+#: A live view of the registry's ``budget="cheap"`` entries (:data:`analysis.defenses.registry.BUDGETS`).
+CHEAP = names(lambda name, spec: spec.budget == "cheap")
 #: The false-positive rate the oracle operating point is read at.
 LOW_FPR = 0.01
 

@@ -22,7 +22,7 @@ from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
 from .. import paper_results as paper
-from ..comparison import VARIANTS, available_defenses, build_detector, paper_cell, run_detector_scores
+from ..comparison import available_defenses, build_detector, paper_cell, paper_key, run_detector_scores
 from ..features import predict_classes
 from ..metrics import attack_success_rate
 from ..models import ARCHITECTURES
@@ -202,8 +202,8 @@ class DefenseApp(App):
         for name in (self.defenses if defense == "all" else (defense,)):
             row = table.loc[name]
             ptpr, pfpr = paper_cell(paper_table, name, attack)
-            base = VARIANTS.get(name, (name, {}))[0]
-            as_paper = f"paper's {LABELS[base]}" if base != name else "paper"
+            base = paper_key(name)
+            as_paper = f"paper's {LABELS[base]}" if base not in (None, name) else "paper"
             label = "Ours (the layer-wise detector)" if name == "layerwise" else LABELS.get(name, name)
             paper_part = (f"{as_paper} ({title}): TPR {ptpr:.2f} %, FPR {pfpr:.2f} %" if np.isfinite(ptpr)
                           else "not in the paper")

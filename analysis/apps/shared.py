@@ -5,13 +5,13 @@ import plotly.graph_objects as go
 
 from ..comparison import cap
 from ..data import LabeledImages
+from ..defenses.registry import view
 from ..workbench import Workbench
 from .base import FIGURE_WIDTH
 
-#: Display names of the detectors (the paper's abbreviations; ``ac-ref`` is AC with the reference criterion).
-LABELS = {"rs": "RS", "shrinkpad": "ShPd", "fp": "FP", "ac": "AC", "strip": "STRIP", "scan": "SCAn",
-          "layerwise": "Ours", "ac-ref": "AC-ref", "scale-up": "SCALE-UP", "ibd-psc": "IBD-PSC", "ted": "TED",
-          "layerwise-trajectory": "Ours, trajectory", "layerwise-trajectory-fpr5": "Ours, trajectory @5%"}
+#: Display names of the detectors (the paper's abbreviations; ``ac-ref`` is AC with the reference criterion):
+#: a live view of the registry's labels.
+LABELS = view(lambda name, spec: spec.label)
 
 
 def page_layout(fig: go.Figure, height: int, title: str, legend_y: float = -0.2) -> go.Figure:

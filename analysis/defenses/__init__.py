@@ -31,6 +31,9 @@ name           class                                        flags an input when
 ``DETECTORS`` holds the six, the three recent ones and ``"layerwise"``:
 :class:`LayerwiseDefense`, the paper's detector behind the same interface, and ``"layerwise-gaussian"``:
 :class:`LayerwiseGaussianDetector` (not in the paper: per-layer class Gaussians, a threshold for a target FPR).
+
+All three are live views of the one registry of detectors, :data:`analysis.defenses.registry.REGISTRY`, which
+also holds each detector's variants (``ac-ref``, the layer-wise options), display label, paper row and budget.
 """
 from __future__ import annotations
 
@@ -41,32 +44,37 @@ from .gaussian import LayerwiseGaussianDetector
 from .ibd_psc import IBDPSC
 from .layerwise import LayerwiseDefense
 from .randomized_smoothing import RandomizedSmoothing
+from .registry import REGISTRY, DetectorSpec, view
 from .scale_up import ScaleUp
 from .scan import SCAn
 from .shrinkpad import ShrinkPad
 from .strip import STRIP
 from .ted import TED
 
-DEFENSES: dict[str, type[Defense]] = {
-    "rs": RandomizedSmoothing,
-    "shrinkpad": ShrinkPad,
-    "fp": FinePruning,
-    "ac": ActivationClustering,
-    "strip": STRIP,
-    "scan": SCAn,
-}
+#: the paper's six baselines: name -> class (the registry's ``"baseline"`` entries without settings)
+DEFENSES = view(lambda name, spec: spec.cls, lambda name, spec: spec.group == "baseline" and not spec.settings)
 
-#: input-level detectors published after the paper (SCALE-UP 2023, IBD-PSC 2024, TED 2024)
-RECENT_DEFENSES: dict[str, type[Defense]] = {"scale-up": ScaleUp, "ibd-psc": IBDPSC, "ted": TED}
+#: input-level detectors published after the paper (SCALE-UP 2023, IBD-PSC 2024, TED 2024): name -> class
+RECENT_DEFENSES = view(lambda name, spec: spec.cls, lambda name, spec: spec.group == "recent" and not spec.settings)
 
-#: the six baselines, the recent detectors, the paper's layer-wise detector (adapter) and the layer-wise Gaussian
-#: detector calibrated for a low false-positive rate (not in the paper), for comparison loops
-DETECTORS: dict[str, type[Defense]] = {**DEFENSES, **RECENT_DEFENSES, "layerwise": LayerwiseDefense,
-                                       "layerwise-gaussian": LayerwiseGaussianDetector}
+#: every class registered under its own name (the registry's entries without settings): the six baselines, the
+#: recent detectors, the paper's layer-wise detector (adapter) and the layer-wise Gaussian detector calibrated for
+#: a low false-positive rate (not in the paper), for comparison loops
+DETECTORS = view(lambda name, spec: spec.cls, lambda name, spec: not spec.settings)
 
 
 def build_defense(name: str, **settings) -> Defense:
-    """The defense registered as ``name`` (:data:`DETECTORS`), built with ``settings``."""
+    """The defense registered as ``name`` (:data:`DETECTORS`), built with ``settings``.
+
+    Parameters
+    ----------
+    name : a key of :data:`DETECTORS` (a variant such as ``ac-ref``: :func:`analysis.comparison.build_detector`).
+    **settings : constructor settings.
+
+    Returns
+    -------
+    The unfitted defense.
+    """
     if name not in DETECTORS:
         raise ValueError(f"name: unknown defense {name!r}; expected one of {sorted(DETECTORS)}")
     try:
@@ -75,6 +83,6 @@ def build_defense(name: str, **settings) -> Defense:
         raise TypeError(f"settings of defense {name!r}: {error}") from None
 
 
-__all__ = ["DEFENSES", "DETECTORS", "RECENT_DEFENSES", "TED", "ActivationClustering", "Defense", "FinePruning", "IBDPSC",
-           "LayerwiseDefense", "LayerwiseGaussianDetector", "RandomizedSmoothing", "SCAn", "STRIP", "ScaleUp", "ShrinkPad",
-           "build_defense"]
+__all__ = ["DEFENSES", "DETECTORS", "RECENT_DEFENSES", "REGISTRY", "TED", "ActivationClustering", "Defense", "DetectorSpec",
+           "FinePruning", "IBDPSC", "LayerwiseDefense", "LayerwiseGaussianDetector", "RandomizedSmoothing", "SCAn", "STRIP",
+           "ScaleUp", "ShrinkPad", "build_defense"]
