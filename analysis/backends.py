@@ -4,8 +4,8 @@ The Ray backend (``python -m analysis reproduce --backend ray [--address ADDR]``
 three steps:
 
 1. **Plan** (:func:`analysis.model_plan.plan_models`, before anything runs): the models (architecture, attack,
-   checkpoint name, attack settings) that the selected experiments load, read off each experiment function of
-   :mod:`analysis.experiments` (:data:`analysis.model_plan.MODEL_PLANS`); :func:`models_to_train` keeps those
+   checkpoint name, attack settings) that the selected experiments load, each experiment's ``models`` in the
+   registry (:data:`analysis.experiment_registry.EXPERIMENTS`); :func:`models_to_train` keeps those
    that are neither in the zoo nor already cached in the results folder's ``models/``.
 2. **Train**: one Ray task per missing model. Each task writes its checkpoint into its own staging folder
    ``models/.ray-staging/NAME/``, and the driver moves it into ``models/`` (file and ``manifest.json``
@@ -37,9 +37,9 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from . import experiments
 from .attacks import Attack, build_attack, dataset_attack_settings
 from .checkpoints import MANIFEST, check_entry, checkpoint_name, has_checkpoint, read_manifest
+from .experiment_registry import EXPERIMENTS
 from .model_plan import ModelSpec, experiment_models, plan_models
 from .study import Study
 
@@ -68,16 +68,16 @@ def models_to_train(study: Study, specs: Sequence[ModelSpec]) -> list[ModelSpec]
         As :func:`analysis.pipeline.reusable_checkpoint`: a cached checkpoint of another model, or a
         manifest entry whose file is missing.
     """
-    from .pipeline import _definition_and_checkpoint
+    from .pipeline import definition_and_checkpoint
 
     training = study.training_data()
     missing = []
     for spec in specs:
-        if study._in_zoo(spec.name):
+        if study.in_zoo(spec.name):
             continue
         attack = None if spec.clean else _build_attack(spec, study.data.name)
-        *_, found = _definition_and_checkpoint(study.data.name, spec.arch, None, study.config(spec.arch), training,
-                                               attack, spec.name, study.models_dir, False, "cpu")
+        *_, found = definition_and_checkpoint(study.data.name, spec.arch, None, study.config(spec.arch), training,
+                                              attack, spec.name, study.models_dir, False, "cpu")
         if found is None:
             missing.append(spec)
     return missing
@@ -99,18 +99,20 @@ class _TaskStudy(Study):
     """A :class:`Study` inside an experiment task: it loads models and never trains one.
 
     Training belongs to the plan's training tasks; a model missing here means the plan
-    (:data:`analysis.model_plan.MODEL_PLANS`) missed it, or the zoo is not where the driver saw it.
+    (the experiment's ``models`` in :data:`analysis.experiment_registry.EXPERIMENTS`) missed it, or the zoo is
+    not where the driver saw it.
     """
 
     experiment: str = ""
 
     def _require(self, key: tuple[str, str], name: str) -> None:
-        if key in self._cache or self._in_zoo(name) or has_checkpoint(name, self.models_dir):
+        if key in self._cache or self.in_zoo(name) or has_checkpoint(name, self.models_dir):
             return
         raise RuntimeError(
             f"experiment {self.experiment!r} on Ray needs model {name!r}, which is neither in the zoo "
             f"({self.zoo_dir}) nor in {self.models_dir} on node {socket.gethostname()}: "
-            f"analysis.model_plan.MODEL_PLANS[{self.experiment!r}] does not list it, or this node does not see "
+            f"analysis.experiment_registry.EXPERIMENTS[{self.experiment!r}].models does not list it, or this node "
+            f"does not see "
             f"the driver's files (the ray backend needs a shared filesystem)")
 
     def model(self, arch: str, attack: str, name: str | None = None, **settings):
@@ -238,7 +240,8 @@ def run_on_ray(
         ``record(name, table, figures, seconds)``, called in the driver per finished experiment with its
         table (DataFrame), figures (``[(name, plotly Figure)]``) and the task's run time in seconds.
     functions : dict, optional
-        Experiment name -> function of a Study (default :data:`analysis.experiments.EXPERIMENTS`).
+        Experiment name -> function of a Study (default: the functions of
+        :data:`analysis.experiment_registry.EXPERIMENTS`).
     address : str, optional
         A Ray cluster's address (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``); None starts a local
         Ray for this call. A Ray already initialised in this process is used as it is. Ray is shut down at
@@ -251,12 +254,11 @@ def run_on_ray(
     Raises
     ------
     ValueError
-        Ray is not installed, an experiment has no plan, or a cached checkpoint is of another model.
+        Ray is not installed, an experiment is not in the registry, or a cached checkpoint is of another model.
     Exception
         The first task's error once every other task has ended (the others are warned about).
     """
     ray = require_ray()
-    functions = experiments.EXPERIMENTS if functions is None else functions
     if isinstance(gpus_per_task, bool) or not isinstance(gpus_per_task, (int, float)) or not gpus_per_task >= 0:
         raise ValueError(f"gpus_per_task: expected a number >= 0, got {gpus_per_task!r}")
     names = list(names)
@@ -265,6 +267,7 @@ def run_on_ray(
     dataset = study.data.name
     needs = {name: experiment_models(name, dataset, study.archs, study.attacks, study.adaptive_betas)
              for name in names}
+    functions = {name: EXPERIMENTS[name].resolve() for name in names} if functions is None else functions
     to_train = models_to_train(study, plan_models(names, dataset, study.archs, study.attacks, study.adaptive_betas))
     models_dir = Path(study.models_dir).resolve()
     models_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from .paths import DEFAULT_CHECKPOINTS as DEFAULT_DIR
+from .experiment_registry import EXPERIMENTS
 from .paper_results import ADAPTIVE_BETAS
 
 __all__ = ["build_parser", "main"]
@@ -290,11 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("path", nargs="?", default=None, help="npz: the archive; cifar10/gtsrb: download folder")
     rep.add_argument("--profile", choices=("cpu", "paper"), default="cpu",
                      help="training budget: cpu (30 epochs, one-cycle) or paper (200 epochs, lr steps at 100/150)")
-    # names checked by reproduce() against analysis.experiments.EXPERIMENTS (one registry; importing it here would
-    # load torch and the experiment stack before argparse could print --help)
+    # the names come from the one registry (analysis.experiment_registry, which imports no torch: --help stays
+    # cheap); reproduce() checks them and refuses an unknown one with the list
     rep.add_argument("--only", nargs="+", default=None, metavar="EXPERIMENT",
-                     help="experiments to run (default: all; e.g. tables12 table3 curves; an unknown name is "
-                          "refused with the list)")
+                     help=f"experiments to run (default: all: {' '.join(EXPERIMENTS)})")
     rep.add_argument("--archs", nargs="+", choices=("resnet18", "mobilenetv2"), default=["resnet18", "mobilenetv2"])
     rep.add_argument("--runs", type=_int_at_least(1), default=5, help="reference redraws per detection cell")
     rep.add_argument("--attacks", nargs="+", default=None, help="subset of attacks (default: all available)")

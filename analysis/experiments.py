@@ -1,8 +1,10 @@
 """The paper's experiments as functions returning tables (pandas DataFrames) and figures.
 
 Each function takes a :class:`Study` (dataset, architectures, training profile, where models are
-cached) and returns ``(table, figures)``. :mod:`analysis.reproduce` runs them, writes CSV,
-Markdown and HTML, and resumes interrupted runs. Percentages everywhere.
+cached) and returns ``(table, figures)``. Each is registered, with its title and the models it loads, in
+:data:`analysis.experiment_registry.EXPERIMENTS`, which :mod:`analysis.reproduce` reads to run them, write
+CSV, Markdown and HTML, and resume interrupted runs. The attacks an experiment picks from the study come
+from the rules of :mod:`analysis.model_plan`, which its registry entry's plan uses too. Percentages everywhere.
 
 Evaluation protocol shared by all detection tables: for run ``r`` the defender's reference set is
 redrawn (a seeded, stratified share of the pooled reference + evaluation images, the same size
@@ -10,8 +12,6 @@ as the dataset's reference split; run 0 is the dataset's own split) and randomis
 seed ``r``; TPR and FPR are reported as mean ± std over runs.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -21,30 +21,28 @@ from tqdm.auto import tqdm
 from . import paper_results as paper
 # DETECTION_COLUMNS, LAYERWISE_OPTIONS, VARIANTS, DetectorRun, run_detector and the Study's names are re-exported
 # for code written before analysis.study and analysis.comparison were split off this module
-from .comparison import (DETECTION_COLUMNS, LAYERWISE_OPTIONS, VARIANTS, DetectorRun, _base, cap,  # noqa: F401
-                         _summary, available_defenses, build_detector, detector_runtime, run_detector,
-                         run_detector_scores)
-from .data import LabeledImages
+from .comparison import (DETECTION_COLUMNS, LAYERWISE_OPTIONS, VARIANTS, DetectorRun, available_defenses,  # noqa: F401
+                         build_detector, cap, detector_runtime, paper_key, run_detector, run_detector_scores,
+                         summarize_runs)
+from .critical_features import table5_features
 from .detection import LayerwiseDetector
 from .features import paper_layers, predict_classes
-from .metrics import (attack_metrics, attack_success_rate, false_positive_rate, main_accuracy, psnr,
+from .metrics import (attack_metrics, attack_success_rate, false_positive_rate, main_accuracy, trigger_psnr,
                       true_positive_rate)
-from .projection import fig1_pca
+from .model_plan import (badnets_and_wanet_else_first, badnets_only, iad_else_badnets, lc_and_badnets_else_first,
+                         wanet_and_iad)
+from .projection import fig1_pca  # noqa: F401 - Fig. 1 (registered as analysis.projection:fig1_pca)
 from .study import OWN_TABLE_ATTACKS, PROFILES, Study, default_attacks  # noqa: F401
 from .zoo import badnets_rate_name
 
-__all__ = ["EXPERIMENTS", "MIN_FIG6_POISONED", "fig11_runtime", "fig5_threshold", "fig6_scores",
-           "figs_layerwise_curves", "table3_attacks", "table4_rates", "table5_features",
-           "table6_single_layers", "table7_adaptive", "table8_metrics", "tables12_detection", "trigger_psnr"]
+# table5_features (analysis.critical_features) and trigger_psnr (analysis.metrics) live below this batch layer,
+# since the apps use them too; they are re-exported here for code written before they moved
+__all__ = ["MIN_FIG6_POISONED", "fig11_runtime", "fig5_threshold", "fig6_scores", "figs_layerwise_curves",
+           "table3_attacks", "table4_rates", "table5_features", "table6_single_layers", "table7_adaptive",
+           "table8_metrics", "tables12_detection", "trigger_psnr"]
 
 
 # ---------------------------------------------------------------------- Table 3
-def trigger_psnr(attack, test: LabeledImages, poisoned_test: LabeledImages) -> float:
-    """Mean :func:`analysis.metrics.psnr` (dB) of the triggered images against their benign versions (``inf`` if a
-    triggered image equals its benign one)."""
-    return float(np.mean(psnr(test.of_class_not(attack.target).x, poisoned_test.x)))
-
-
 def table3_attacks(study: Study) -> tuple[pd.DataFrame, list]:
     """Per attack: MA (and the clean model's), ASR, training time, and the layer-wise detector at tau = 2.5.
 
@@ -105,9 +103,9 @@ def tables12_detection(study: Study, defenses: tuple[str, ...] | None = None) ->
                     if r == 0:
                         curves[name] = (found.suspicion_benign, found.suspicion_poisoned)
             for name in defenses:
-                rows.append({"arch": arch, "attack": attack, "defense": name, **_summary(results[name]),
+                rows.append({"arch": arch, "attack": attack, "defense": name, **summarize_runs(results[name]),
                              "runs": study.runs, "n_benign": len(benign), "n_poisoned": len(poisoned),
-                             **paper.paper_columns("tables12", arch, attack, _base(name))})
+                             **paper.paper_columns("tables12", arch, attack, paper_key(name))})
             rocs.append((f"roc_{arch}_{attack}", roc_figure(
                 curves, f"ROC curves, {arch} + {attack} (run 0: {len(curves[defenses[0]][0])} benign, "
                         f"{len(curves[defenses[0]][1])} poisoned inputs)")))
@@ -134,42 +132,6 @@ def table4_rates(study: Study, rates: tuple[float, ...] = (0.01, 0.03, 0.05, 0.1
     return pd.DataFrame(rows), []
 
 
-# ---------------------------------------------------------------------- Table 5
-def table5_features(study: Study) -> tuple[pd.DataFrame, list]:
-    """AC, SCAn and the layer-wise detector on latent vs critical features (BadNets, every architecture).
-
-    Latent = the layer before the classifier (``model.latent_layer``); critical = the layers
-    LOI-2..LOI of the target class that the layer-wise detector found on the run's reference set.
-    """
-    rows = []
-    for arch in study.archs:
-        run = study.model(arch, "badnets")
-        target = run.attack.target
-        layers = paper_layers(run.model)
-        # the layer-wise detector reads paper layers; the one feeding the classifier is layer L-1
-        latent_index = layers.index(run.model.latent_layer) + 1 if run.model.latent_layer in layers else len(layers) - 1
-        draws = []  # per run: reference, benign, poisoned, and the critical layers found on that reference
-        for r in range(study.runs):
-            reference, benign = study.redraw(r)
-            found = LayerwiseDetector().fit(run.model, reference)
-            draws.append((reference, benign, run.attack.poisoned_test_set(benign),
-                          [layers[layer - 1] for layer in found.score_layers_[target]]))
-        for defense in ("ac", "ac-ref", "scan", "layerwise"):
-            for kind in ("latent", "critical"):
-                results = []
-                for r, (reference, benign, poisoned, critical) in enumerate(draws):
-                    if defense == "layerwise":
-                        settings = {"score_layers": [latent_index]} if kind == "latent" else {}
-                    else:
-                        settings = {"layers": [run.model.latent_layer] if kind == "latent" else critical}
-                    detector = build_detector(defense, seed=r, **settings)
-                    results.append(run_detector(detector, run.model, reference, benign, poisoned,
-                                                train=run.data.train))
-                rows.append({"arch": arch, "defense": defense, "features": kind, **_summary(results),
-                             **paper.paper_columns("table5", arch, "badnets", _base(defense), at=kind)})
-    return pd.DataFrame(rows), []
-
-
 # ---------------------------------------------------------------------- Table 6
 def table6_single_layers(study: Study) -> tuple[pd.DataFrame, list]:
     """Scoring on each single layer vs the LOI rule (WaNet and IAD on the first architecture).
@@ -182,7 +144,7 @@ def table6_single_layers(study: Study) -> tuple[pd.DataFrame, list]:
 
     arch = study.archs[0]
     rows = []
-    for attack in [a for a in ("wanet", "iad") if a in study.attacks]:
+    for attack in wanet_and_iad(study.attacks):
         run = study.model(arch, attack)
         ours = LayerwiseDetector().fit(run.model, run.data.reference)
         explorer = LayerwiseExplorer(run.model, ours, run.data.test, run.poisoned_test, run.attack.target)
@@ -234,7 +196,7 @@ def _tau_sweep(study: Study, arch: str, attack: str, metric: str, taus) -> list[
 
 def table8_metrics(study: Study) -> tuple[pd.DataFrame, list]:
     """Cosine vs Euclidean over tau (IAD, first architecture), mean ± std over runs."""
-    attack = "iad" if "iad" in study.attacks else "badnets"
+    (attack,) = iad_else_badnets(study.attacks)
     arch = study.archs[0]
     frames = []
     for metric in ("euclidean", "cosine"):
@@ -258,7 +220,7 @@ def fig5_threshold(study: Study, taus=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0)) -> tuple[p
 
     rows = []
     for arch in study.archs:
-        for attack in [a for a in ("badnets", "wanet") if a in study.attacks] or list(study.attacks[:1]):
+        for attack in badnets_and_wanet_else_first(study.attacks):
             for row in _tau_sweep(study, arch, attack, "cosine", taus):
                 rows.append({"arch": arch, "attack": attack, **row})
     raw = pd.DataFrame(rows)
@@ -313,7 +275,7 @@ def fig6_scores(study: Study) -> tuple[pd.DataFrame, list]:
     """
     from .plotting import histogram_figure
 
-    preferred = [a for a in ("lc", "badnets") if a in study.attacks] or [study.attacks[0]]
+    preferred = lc_and_badnets_else_first(study.attacks)
     rows, figures = [], []
     for arch in study.archs:
         for attack in preferred:
@@ -336,27 +298,12 @@ def fig6_scores(study: Study) -> tuple[pd.DataFrame, list]:
 # ---------------------------------------------------------------------- Fig. 11
 def fig11_runtime(study: Study) -> tuple[pd.DataFrame, list]:
     """CPU seconds of fit + detection on all benign and poisoned evaluation inputs (Fig. 11), and ratios."""
+    (attack,) = badnets_only(study.attacks)
     frames = []
     for arch in study.archs:
-        run = study.model(arch, "badnets")
+        run = study.model(arch, attack)
         table = detector_runtime(run.model, run.data.reference, torch.cat([run.data.test.x, run.poisoned_test.x]))
         table.insert(0, "arch", arch)
         table["threads"] = torch.get_num_threads()
         frames.append(table)
     return pd.concat(frames, ignore_index=True), []
-
-
-EXPERIMENTS: dict[str, Callable[[Study], tuple[pd.DataFrame, list]]] = {
-    "fig1": fig1_pca,
-    "table3": table3_attacks,
-    "tables12": tables12_detection,
-    "table4": table4_rates,
-    "table5": table5_features,
-    "table6": table6_single_layers,
-    "table7": table7_adaptive,
-    "table8": table8_metrics,
-    "fig5": fig5_threshold,
-    "curves": figs_layerwise_curves,
-    "fig6": fig6_scores,
-    "fig11": fig11_runtime,
-}

@@ -22,7 +22,7 @@ from .validation import check_number
 
 __all__ = ["DETECTION_METRICS", "attack_metrics", "attack_success_rate", "auroc", "conformal_threshold", "detection_metrics",
            "f1_score", "false_positive_rate", "main_accuracy", "psnr", "roc_points", "tpr_at_fpr",
-           "true_positive_rate"]
+           "trigger_psnr", "true_positive_rate"]
 
 
 def _flat(values, name: str) -> np.ndarray:
@@ -199,6 +199,26 @@ def psnr(benign, poisoned) -> np.ndarray:
     mse = ((b - a) ** 2).reshape(len(a), -1).mean(1)
     with np.errstate(divide="ignore"):
         return 10.0 * np.log10(1.0 / mse)
+
+
+def trigger_psnr(attack, test, poisoned_test) -> float:
+    """Mean :func:`psnr` (dB) of an attack's triggered images against their benign versions.
+
+    Parameters
+    ----------
+    attack : Attack
+        The attack that made ``poisoned_test``; its ``target`` class is left out of ``test``.
+    test : LabeledImages
+        The benign evaluation images.
+    poisoned_test : LabeledImages
+        ``attack.poisoned_test_set(test)``: the triggered versions of ``test``'s images not of the target class.
+
+    Returns
+    -------
+    float
+        ``inf`` if a triggered image equals its benign one.
+    """
+    return float(np.mean(psnr(test.of_class_not(attack.target).x, poisoned_test.x)))
 
 
 def attack_metrics(model, test, poisoned_test=None, target: int | None = None) -> dict[str, float]:

@@ -1,9 +1,15 @@
-"""Which models each experiment of :mod:`analysis.experiments` loads, known before anything runs.
+"""Which models an experiment loads, known before anything runs: the ``models`` of each registry entry.
 
 The Ray backend (:mod:`analysis.backends`) trains the missing models first and starts each experiment once its
-models are there, so it must know them in advance: :data:`MODEL_PLANS` holds, per experiment, the models its
-function loads (read off the function), :func:`experiment_models` asks one experiment and :func:`plan_models`
-several, each model once. Needs neither Ray nor any training.
+models are there, so it must know them in advance. Each entry of the one experiment registry
+(:data:`analysis.experiment_registry.EXPERIMENTS`) names its models with the building blocks of this module:
+a *plan* is a function ``(dataset, archs, attacks, betas) -> [ModelSpec]``, most often :func:`each_arch` or
+:func:`first_arch` of an *attack rule* (``attacks -> [attack]``: which of the study's attacks the experiment
+uses). The experiment functions call the same rules, so the choice ("IAD, else BadNets") is written once.
+:func:`experiment_models` asks one experiment and :func:`plan_models` several, each model once.
+
+Importing this module imports neither torch nor the experiments (``python -m analysis --help`` reads the
+registry); the checkpoint-name helpers are imported when a plan is evaluated.
 """
 from __future__ import annotations
 
@@ -11,13 +17,11 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from . import experiments
-from .checkpoints import checkpoint_name
 from .paper_results import ADAPTIVE_BETAS
-from .projection import FIG1_ATTACKS
-from .zoo import adaptive_name, badnets_rate_name
 
-__all__ = ["MODEL_PLANS", "ModelSpec", "experiment_models", "plan_models"]
+__all__ = ["ModelSpec", "Plan", "badnets_and_wanet_else_first", "badnets_only", "clean_and_every_attack",
+           "each_arch", "every_attack", "experiment_models", "fig1_attacks", "first_arch", "iad_else_badnets",
+           "lc_and_badnets_else_first", "plan_models", "table4_models", "table7_models", "wanet_and_iad"]
 
 
 @dataclass(frozen=True)
@@ -47,60 +51,115 @@ class ModelSpec:
         return self.attack == "clean"
 
 
+#: A plan: ``(dataset, archs, attacks, betas) -> [ModelSpec]``, the models an experiment loads, in its order.
+Plan = Callable[[str, Sequence[str], Sequence[str], Sequence[float]], list]
+
+
+# ---------------------------------------------------------------------- attack rules (experiments call them too)
+def every_attack(attacks: Sequence[str]) -> list[str]:
+    """Every attack of the study (Tables 1/2, the layer-wise curves)."""
+    return list(attacks)
+
+
+def badnets_only(attacks: Sequence[str]) -> list[str]:
+    """BadNets, whether or not the study lists it (Table 5, Fig. 11)."""
+    return ["badnets"]
+
+
+def fig1_attacks(attacks: Sequence[str]) -> list[str]:
+    """Fig. 1: those of :data:`analysis.projection.FIG1_ATTACKS` (BadNets, Blended) that the study has."""
+    from .projection import FIG1_ATTACKS
+
+    return [a for a in FIG1_ATTACKS if a in attacks]
+
+
+def wanet_and_iad(attacks: Sequence[str]) -> list[str]:
+    """Table 6: WaNet and IAD, those the study has (none: an empty table)."""
+    return [a for a in ("wanet", "iad") if a in attacks]
+
+
+def iad_else_badnets(attacks: Sequence[str]) -> list[str]:
+    """Table 8: IAD, else BadNets (even when the study does not list it)."""
+    return ["iad" if "iad" in attacks else "badnets"]
+
+
+def badnets_and_wanet_else_first(attacks: Sequence[str]) -> list[str]:
+    """Fig. 5: BadNets and WaNet, those the study has; else the study's first attack."""
+    return [a for a in ("badnets", "wanet") if a in attacks] or list(attacks[:1])
+
+
+def lc_and_badnets_else_first(attacks: Sequence[str]) -> list[str]:
+    """Fig. 6: LC, then BadNets (tried when LC left no working backdoor); else the study's first attack.
+
+    The plan lists both (a superset of what one run loads).
+    """
+    return [a for a in ("lc", "badnets") if a in attacks] or list(attacks[:1])
+
+
+# ---------------------------------------------------------------------- plans
 def _attacked(dataset: str, archs: Sequence[str], attacks: Sequence[str]) -> list[ModelSpec]:
+    from .checkpoints import checkpoint_name
+
     return [ModelSpec(arch, attack, checkpoint_name(dataset, arch, attack)) for arch in archs for attack in attacks]
 
 
-def _default(function: Callable, parameter: str):
-    """The default value of ``function``'s ``parameter`` (Table 4's rates)."""
-    return inspect.signature(function).parameters[parameter].default
+def each_arch(rule: Callable[[Sequence[str]], list[str]]) -> Plan:
+    """The plan of an experiment that loads, for every architecture, the attacks ``rule`` picks.
+
+    Parameters
+    ----------
+    rule : callable
+        ``attacks -> [attack]``, e.g. :func:`every_attack` or :func:`iad_else_badnets`.
+
+    Returns
+    -------
+    callable
+        A plan ``(dataset, archs, attacks, betas) -> [ModelSpec]``.
+    """
+    def plan(dataset, archs, attacks, betas=ADAPTIVE_BETAS):
+        return _attacked(dataset, archs, rule(attacks))
+
+    plan.__doc__ = f"Every architecture, attacks: {rule.__name__}."
+    return plan
 
 
-def _table3(dataset, archs, attacks):
+def first_arch(rule: Callable[[Sequence[str]], list[str]]) -> Plan:
+    """As :func:`each_arch`, on the study's first architecture only."""
+    def plan(dataset, archs, attacks, betas=ADAPTIVE_BETAS):
+        return _attacked(dataset, archs[:1], rule(attacks))
+
+    plan.__doc__ = f"The first architecture, attacks: {rule.__name__}."
+    return plan
+
+
+def clean_and_every_attack(dataset, archs, attacks, betas=ADAPTIVE_BETAS) -> list[ModelSpec]:
+    """Table 3: per architecture the clean model (the MA reference), then every attack."""
+    from .checkpoints import checkpoint_name
+
     return [spec for arch in archs
             for spec in [ModelSpec(arch, "clean", checkpoint_name(dataset, arch, "clean"))]
-            + _attacked(dataset, [arch], attacks)]
+            + _attacked(dataset, [arch], every_attack(attacks))]
 
 
-def _table4(dataset, archs, attacks):
+def table4_models(dataset, archs, attacks, betas=ADAPTIVE_BETAS) -> list[ModelSpec]:
+    """Table 4: BadNets at each rate of ``table4_rates``'s default on the first architecture (5 %: the plain checkpoint)."""
+    from .experiments import table4_rates as table4
+    from .zoo import badnets_rate_name
+
+    rates = inspect.signature(table4).parameters["rates"].default
     return [ModelSpec(archs[0], "badnets", badnets_rate_name(dataset, archs[0], rate), {"rate": rate})
-            for rate in _default(experiments.table4_rates, "rates")]
+            for rate in rates]
 
 
-def _table7(dataset, archs, attacks, betas=ADAPTIVE_BETAS):
+def table7_models(dataset, archs, attacks, betas=ADAPTIVE_BETAS) -> list[ModelSpec]:
+    """Table 7: the adaptive attack at each of the study's betas, every architecture."""
+    from .zoo import adaptive_name
+
     return [ModelSpec(arch, "adaptive", adaptive_name(dataset, arch, beta), {"beta": beta})
             for arch in archs for beta in betas]
 
 
-#: Per experiment of :data:`analysis.experiments.EXPERIMENTS`: ``(dataset, archs, attacks) -> [ModelSpec]``,
-#: the models it loads, in the order it loads them. Read off each experiment function; an experiment
-#: without an entry cannot run on Ray (:func:`experiment_models` says so).
-MODEL_PLANS: dict[str, Callable[[str, Sequence[str], Sequence[str]], list[ModelSpec]]] = {
-    # Fig. 1: BadNets and Blended where the study has them, every architecture
-    "fig1": lambda d, archs, attacks: _attacked(d, archs, [a for a in FIG1_ATTACKS if a in attacks]),
-    # Table 3: per architecture the clean model (MA reference), then every attack
-    "table3": _table3,
-    "tables12": lambda d, archs, attacks: _attacked(d, archs, attacks),
-    # Table 4: BadNets at each rate on the first architecture (5 %: the plain BadNets checkpoint)
-    "table4": _table4,
-    "table5": lambda d, archs, attacks: _attacked(d, archs, ["badnets"]),
-    # Table 6: WaNet and IAD (those the study has) on the first architecture
-    "table6": lambda d, archs, attacks: _attacked(d, archs[:1], [a for a in ("wanet", "iad") if a in attacks]),
-    # Table 7: the adaptive attack at each beta, every architecture
-    "table7": _table7,
-    # Table 8: IAD, else BadNets (even when the study does not list it), first architecture
-    "table8": lambda d, archs, attacks: _attacked(d, archs[:1], ["iad" if "iad" in attacks else "badnets"]),
-    # Fig. 5: BadNets and WaNet, else the study's first attack
-    "fig5": lambda d, archs, attacks: _attacked(
-        d, archs, [a for a in ("badnets", "wanet") if a in attacks] or list(attacks[:1])),
-    "curves": lambda d, archs, attacks: _attacked(d, archs, attacks),
-    # Fig. 6 tries LC, then BadNets when LC left no working backdoor: both are planned (a superset)
-    "fig6": lambda d, archs, attacks: _attacked(
-        d, archs, [a for a in ("lc", "badnets") if a in attacks] or list(attacks[:1])),
-    "fig11": lambda d, archs, attacks: _attacked(d, archs, ["badnets"]),
-}
-
-
+# ---------------------------------------------------------------------- reading the registry
 def experiment_models(name: str, dataset: str, archs: Sequence[str], attacks: Sequence[str],
                       betas: Sequence[float] = ADAPTIVE_BETAS) -> list[ModelSpec]:
     """The models experiment ``name`` loads on ``dataset`` for these architectures and attacks.
@@ -108,30 +167,30 @@ def experiment_models(name: str, dataset: str, archs: Sequence[str], attacks: Se
     Parameters
     ----------
     name : str
-        An experiment of :data:`analysis.experiments.EXPERIMENTS` (``"table3"``, ...).
+        An experiment of :data:`analysis.experiment_registry.EXPERIMENTS` (``"table3"``, ...).
     dataset : str
         The dataset's name (``DatasetSplits.name``), part of every checkpoint name.
     archs, attacks : sequence of str
         The study's architectures and attacks (``Study.archs``, ``Study.attacks``).
     betas : sequence of float
-        Table 7's betas (``Study.adaptive_betas``); only plans with a ``betas`` parameter read them.
+        Table 7's betas (``Study.adaptive_betas``).
 
     Returns
     -------
     list of ModelSpec
-        In the order the experiment loads them.
+        In the order the experiment loads them (the entry's ``models``).
 
     Raises
     ------
     ValueError
-        ``name`` has no entry in :data:`MODEL_PLANS`.
+        ``name`` is not in the registry.
     """
-    if name not in MODEL_PLANS:
-        raise ValueError(f"experiment: no model plan for {name!r} (analysis.model_plan.MODEL_PLANS has "
-                         f"{sorted(MODEL_PLANS)}); add one to run it with backend='ray', or use backend='local'")
-    plan = MODEL_PLANS[name]
-    options = {"betas": tuple(betas)} if "betas" in inspect.signature(plan).parameters else {}
-    return plan(dataset, tuple(archs), tuple(attacks), **options)
+    from .experiment_registry import EXPERIMENTS
+
+    if name not in EXPERIMENTS:
+        raise ValueError(f"experiment: no experiment {name!r} in analysis.experiment_registry.EXPERIMENTS "
+                         f"(it has {list(EXPERIMENTS)})")
+    return EXPERIMENTS[name].models(dataset, tuple(archs), tuple(attacks), tuple(betas))
 
 
 def plan_models(names: Sequence[str], dataset: str, archs: Sequence[str], attacks: Sequence[str],

@@ -25,8 +25,8 @@ from .metrics import attack_metrics
 from .models import build_model, cpu_width
 from .training import TrainConfig, train
 
-__all__ = ["AttackedModel", "attacked_model", "clean_model", "definition_differences", "model_definition",
-           "reusable_checkpoint", "training_data_fingerprint"]
+__all__ = ["AttackedModel", "attacked_model", "clean_model", "definition_and_checkpoint", "definition_differences",
+           "model_definition", "reusable_checkpoint", "training_data_fingerprint"]
 
 
 def training_data_fingerprint(train: LabeledImages) -> dict:
@@ -113,9 +113,45 @@ def reusable_checkpoint(name: str, folder: str | Path, definition: dict, device:
     return found
 
 
-def _definition_and_checkpoint(dataset, arch, width, config, data, attack, name, checkpoints, retrain, device):
-    """``(width, config, definition, found)``: the defaults filled in, the model's definition, and the checkpoint
-    holding exactly that model (:func:`reusable_checkpoint`; None when it must be trained)."""
+def definition_and_checkpoint(dataset, arch, width, config, data, attack, name, checkpoints, retrain, device):
+    """The model's definition and the checkpoint holding exactly that model, as :func:`attacked_model` checks them.
+
+    :func:`attacked_model`, :func:`clean_model` and the Ray backend (:func:`analysis.backends.models_to_train`)
+    decide with it whether a model must be trained.
+
+    Parameters
+    ----------
+    dataset, arch : str
+        Dataset and architecture names.
+    width : int or None
+        The model's width (None: :func:`analysis.models.cpu_width`).
+    config : TrainConfig or None
+        Training settings (None: ``TrainConfig.cpu(arch)``).
+    data : DatasetSplits
+        The training data (its fingerprint is part of the definition).
+    attack : Attack or None
+        The attack (None: a clean model).
+    name : str
+        The checkpoint's name.
+    checkpoints : str, Path or None
+        The folder with ``manifest.json`` (None: never load).
+    retrain : bool
+        Ignore any checkpoint.
+    device : str
+        Where a found checkpoint is loaded.
+
+    Returns
+    -------
+    tuple
+        ``(width, config, definition, found)``: the defaults filled in, the definition
+        (:func:`model_definition`) and the reusable checkpoint (:func:`reusable_checkpoint`; None when the model
+        must be trained).
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        As :func:`reusable_checkpoint`: a checkpoint of another definition, or a manifest entry without its file.
+    """
     width = cpu_width(arch) if width is None else width
     config = config or TrainConfig.cpu(arch)
     definition = model_definition(dataset, arch, width, data.num_classes, attack, config, data.train)
@@ -177,8 +213,8 @@ def attacked_model(
     data = data or load_dataset(dataset)
     atk = build_attack(attack, **dataset_attack_settings(dataset, attack)) if isinstance(attack, str) else attack
     name = name or checkpoint_name(dataset, arch, atk.name)
-    width, config, definition, found = _definition_and_checkpoint(dataset, arch, width, config, data, atk, name,
-                                                                  checkpoints, retrain, device)
+    width, config, definition, found = definition_and_checkpoint(dataset, arch, width, config, data, atk, name,
+                                                                 checkpoints, retrain, device)
     if found is not None:
         model, entry, extra = found
         atk.load_state_tensors(extra)
@@ -222,8 +258,8 @@ def clean_model(
     """
     data = data or load_dataset(dataset)
     name = checkpoint_name(dataset, arch, "clean")
-    width, config, definition, found = _definition_and_checkpoint(dataset, arch, width, config, data, None, name,
-                                                                  checkpoints, retrain, device)
+    width, config, definition, found = definition_and_checkpoint(dataset, arch, width, config, data, None, name,
+                                                                 checkpoints, retrain, device)
     if found is not None:
         model, entry, _ = found
         return model, entry.get("train_seconds")

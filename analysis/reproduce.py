@@ -1,7 +1,7 @@
 """``python -m analysis reproduce``: run the paper's experiments, write CSV, Markdown and HTML.
 
-Every experiment of :mod:`analysis.experiments` writes ``NAME.csv`` and ``NAME.md`` (and figures as
-``*.html``) under the output folder; ``progress.json`` records finished experiments, so an interrupted
+Every experiment of :data:`analysis.experiment_registry.EXPERIMENTS` writes ``NAME.csv`` and ``NAME.md`` (its
+title as heading; figures as ``*.html``) under the output folder; ``progress.json`` records finished experiments, so an interrupted
 run resumes where it stopped (trained models are cached under ``models/`` too). ``REPORT.md`` gathers
 every table, our numbers beside the paper's.
 
@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 from .backends import BACKENDS, require_ray, run_on_ray
 from .data import DatasetSplits, load_dataset
 from .reference_checks import check_reference_counts
-from .experiments import EXPERIMENTS
+from .experiment_registry import EXPERIMENTS
 from .study import Study
 from .plotting import write_figure_html
 
-__all__ = ["PROFILE_BUDGETS", "PROGRESS", "TITLES", "load_for_reproduce", "markdown_table", "reproduce"]
+# EXPERIMENTS (the one registry, analysis.experiment_registry) is importable from here too, as before
+__all__ = ["EXPERIMENTS", "PROFILE_BUDGETS", "PROGRESS", "load_for_reproduce", "markdown_table", "reproduce"]
 
 PROGRESS = "progress.json"
 # Tables 1/2 budgets per profile: inputs per set and run (None = all) and RS neighbours / STRIP blends per
@@ -40,20 +41,6 @@ PROGRESS = "progress.json"
 PROFILE_BUDGETS: dict[str, dict[str, int | None]] = {
     "cpu": {"max_eval": 50, "defense_samples": 20},
     "paper": {"max_eval": None, "defense_samples": None},
-}
-TITLES = {
-    "fig1": "Fig. 1: PCA of latent vs LOI features of benign and poisoned inputs (BadNets, Blended)",
-    "table3": "Table 3: attack performance (MA, ASR) and training time",
-    "tables12": "Tables 1/2 and Figs. 9/10: TPR and FPR of every detector, mean ± std over runs",
-    "table4": "Table 4: poisoning rates (BadNets)",
-    "table5": "Table 5: latent vs critical features (BadNets)",
-    "table6": "Table 6: single layers vs the LOI rule",
-    "table7": "Table 7: adaptive attack",
-    "table8": "Table 8: cosine similarity vs Euclidean distance over tau",
-    "fig5": "Fig. 5: TPR and FPR over tau",
-    "curves": "Figs. 2/3/7/8: layer-wise cosine similarity (means per layer)",
-    "fig6": "Fig. 6: summed-similarity distributions",
-    "fig11": "Fig. 11: CPU runtime of fit + predict",
 }
 
 
@@ -209,14 +196,15 @@ def reproduce(
                                         key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
             (out / PROGRESS).write_text(json.dumps(state, indent=2))
 
-        run_on_ray(study, [name for name in names if name not in state["done"]], record, functions=EXPERIMENTS,
+        to_run = [name for name in names if name not in state["done"]]
+        run_on_ray(study, to_run, record, functions={name: EXPERIMENTS[name].resolve() for name in to_run},
                    address=address, gpus_per_task=gpus_per_task, progress=progress)
     else:
         for name in tqdm(names, desc="experiments", disable=not progress):
             if name in state["done"]:
                 continue
             started = time.perf_counter()
-            table, figures = EXPERIMENTS[name](study)
+            table, figures = EXPERIMENTS[name].run(study)
             figure_files = _write_results(out, name, table, figures)
             state["done"][name] = _done_entry(time.perf_counter() - started, figure_files, command)
             (out / PROGRESS).write_text(json.dumps(state, indent=2))
@@ -227,7 +215,7 @@ def reproduce(
 def _write_results(out: Path, name: str, table: pd.DataFrame, figures: list) -> list[str]:
     """Write experiment ``name``'s ``NAME.csv``, ``NAME.md`` and figures (HTML) under ``out``; returns the figures' file names."""
     table.to_csv(out / f"{name}.csv", index=False)
-    (out / f"{name}.md").write_text(f"## {TITLES[name]}\n\n{markdown_table(table)}\n")
+    (out / f"{name}.md").write_text(f"## {EXPERIMENTS[name].title}\n\n{markdown_table(table)}\n")
     for figure_name, figure in figures:
         write_figure_html(figure, out / f"{figure_name}.html")
     return [f"{n}.html" for n, _ in figures]

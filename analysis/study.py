@@ -13,8 +13,8 @@ from typing import Callable
 from . import paper_results as paper
 from .attacks import ATTACKS, build_attack, dataset_attack_settings
 from .checkpoints import DEFAULT_DIR, checkpoint_name, has_checkpoint
-from .comparison import _base
 from .data import DatasetSplits, LabeledImages, stratified_fraction
+from .defenses import REGISTRY
 from .pipeline import AttackedModel, attacked_model
 from .protocol import redraw
 from .training import TrainConfig
@@ -72,18 +72,27 @@ class Study:
             config.batch_size = self.batch_size
         return config
 
-    def _in_zoo(self, name: str) -> bool:
+    def in_zoo(self, name: str) -> bool:
         """Whether checkpoint ``name`` comes from the zoo: digits, the cpu profile unchanged, and the zoo has it."""
         return (self.zoo_dir is not None and self.profile == "cpu" and self.data.name == "digits"
                 and self.train_subset is None and self.epochs is None and self.batch_size is None
                 and has_checkpoint(name, self.zoo_dir))
 
     def detector_settings(self, name: str) -> dict:
-        """Settings a detector of Tables 1/2 gets on top of its defaults (``defense_samples`` for RS and STRIP)."""
-        if self.defense_samples is None:
-            return {}
-        key = {"rs": "n_samples", "strip": "n_blends"}.get(_base(name))
-        return {key: self.defense_samples} if key else {}
+        """Settings a detector of Tables 1/2 gets on top of its defaults.
+
+        Parameters
+        ----------
+        name : a detector name.
+
+        Returns
+        -------
+        ``{setting: defense_samples}`` for a registered detector whose entry names a per-input sample count
+        (:attr:`analysis.defenses.registry.DetectorSpec.samples`: RS's ``n_samples``, STRIP's ``n_blends``), else
+        ``{}`` (also when ``defense_samples`` is None: the paper's 100).
+        """
+        key = REGISTRY[name].samples if name in REGISTRY else None
+        return {key: self.defense_samples} if key and self.defense_samples is not None else {}
 
     def training_data(self) -> DatasetSplits:
         if self.train_subset is None or self.train_subset >= len(self.data.train):
@@ -101,7 +110,7 @@ class Study:
         name = name or checkpoint_name(self.data.name, arch, attack)
         key = (arch, name)
         if key not in self._cache:
-            use_zoo = self._in_zoo(name)
+            use_zoo = self.in_zoo(name)
             folder = self.zoo_dir if use_zoo else self.models_dir
             self._cache[key] = attacked_model(
                 self.data.name, arch, atk, config=self.config(arch), checkpoints=folder, save=not use_zoo,
@@ -125,7 +134,7 @@ class Study:
         key = (arch, "clean")
         if key not in self._cache:
             name = checkpoint_name(self.data.name, arch, "clean")
-            use_zoo = self._in_zoo(name)
+            use_zoo = self.in_zoo(name)
             self._cache[key] = clean_model(self.data.name, arch, config=self.config(arch),
                                            checkpoints=self.zoo_dir if use_zoo else self.models_dir,
                                            save=not use_zoo, progress=self.progress, data=self.training_data())

@@ -4,6 +4,7 @@ Needs the ``cluster`` extra (``pip install -e ".[cluster]"``, which the README's
 the whole file is skipped without Ray.
 """
 import functools
+import inspect
 import json
 import sys
 
@@ -17,6 +18,7 @@ ray = pytest.importorskip("ray")
 from analysis import backends, experiments, model_plan, reproduce as rep  # noqa: E402
 from analysis.cli import main  # noqa: E402
 from analysis.data import DatasetSplits  # noqa: E402
+from analysis.experiment_registry import EXPERIMENTS  # noqa: E402
 from analysis.study import default_attacks  # noqa: E402
 
 ONLY = ["table3", "tables12"]
@@ -46,7 +48,7 @@ def both(tmp_path_factory, tiny):
     local, on_ray = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("ray")
     few = functools.partial(experiments.tables12_detection, defenses=("layerwise", "rs", "strip"))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(rep.EXPERIMENTS, "tables12", few)
+        patch.setitem(rep.EXPERIMENTS, "tables12", rep.EXPERIMENTS["tables12"].using(few))
         patch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # no usage report attempted from a test
         # Ray starts its workers at niceness 15: beside the other pytest-xdist worker they got a fraction of a
         # core and this fixture took minutes (it looked hung in CI); at 0 they share the CPU fairly
@@ -133,44 +135,51 @@ def test_a_failed_task_raises_its_own_error_in_the_driver(both):
 def test_a_task_never_trains_a_model_the_plan_missed(tmp_path, tiny):
     study = backends._TaskStudy(tiny, archs=("resnet18",), models_dir=tmp_path, epochs=1, progress=False,
                                 experiment="table3")
-    with pytest.raises(RuntimeError, match=r"needs model 'digits-resnet18-badnets'.*MODEL_PLANS\['table3'\]"):
+    with pytest.raises(RuntimeError, match=r"needs model 'digits-resnet18-badnets'.*EXPERIMENTS\['table3'\]\.models"):
         study.model("resnet18", "badnets")
     with pytest.raises(RuntimeError, match="needs model 'digits-resnet18-clean'"):
         study.clean("resnet18")
     assert not (tmp_path / "manifest.json").exists()
 
 
-def test_every_experiment_has_a_model_plan():
-    assert set(model_plan.MODEL_PLANS) == set(experiments.EXPERIMENTS)
+def test_every_registered_experiment_resolves_and_plans_its_models():
+    """The one registry: every entry has a function, a title and a plan that the Ray backend can read."""
+    archs, attacks = ("resnet18", "mobilenetv2"), tuple(default_attacks())
+    for name, entry in EXPERIMENTS.items():
+        assert callable(entry.resolve()) and entry.title
+        for study_attacks in (attacks, ("badnets",), ("blended", "lc"), ("toy",)):
+            specs = model_plan.experiment_models(name, "digits", archs, study_attacks)
+            assert {spec.arch for spec in specs} <= set(archs)
+            # an experiment loads the study's attacks, the clean model, or the fixed attack of its own table
+            assert {spec.attack for spec in specs} <= {*study_attacks, "clean", "badnets", "adaptive"}, name
+            assert len({spec.name for spec in specs}) == len(specs), name  # each model once
 
 
-def test_the_plan_lists_what_each_experiment_loads():
-    """Read off analysis/experiments.py; runs neither Ray nor any training."""
+def test_the_attack_rules_that_experiments_and_their_plans_share():
+    """Each rule is written once (analysis.model_plan); the experiment and its registry entry both call it."""
+    attacks = list(default_attacks())
+    assert model_plan.every_attack(attacks) == attacks
+    assert model_plan.fig1_attacks(attacks) == ["badnets", "blended"] and model_plan.fig1_attacks(["lc"]) == []
+    assert model_plan.wanet_and_iad(attacks) == ["wanet", "iad"] and model_plan.wanet_and_iad(["badnets"]) == []
+    assert model_plan.iad_else_badnets(attacks) == ["iad"] and model_plan.iad_else_badnets(["blended"]) == ["badnets"]
+    assert model_plan.badnets_and_wanet_else_first(attacks) == ["badnets", "wanet"]
+    assert model_plan.badnets_and_wanet_else_first(["blended", "lc"]) == ["blended"]
+    assert model_plan.lc_and_badnets_else_first(attacks) == ["lc", "badnets"]  # LC, else BadNets: both planned
+    assert model_plan.badnets_only(["blended"]) == ["badnets"]
+
+
+def test_the_plans_read_their_settings_from_the_experiment_and_the_study():
+    """Table 4's rates are its function's default; Table 7's betas the study's; runs neither Ray nor training."""
     archs, attacks = ["resnet18", "mobilenetv2"], list(default_attacks())
-
-    def names(experiment, attacks=attacks, archs=archs):
-        return [m.name.removeprefix("digits-") for m in model_plan.experiment_models(experiment, "digits", archs, attacks)]
-
-    assert names("table3") == [f"{arch}-{a}" for arch in archs for a in ["clean", *attacks]]
-    assert names("tables12") == names("curves") == [f"{arch}-{a}" for arch in archs for a in attacks]
-    assert names("fig1") == ["resnet18-badnets", "resnet18-blended", "mobilenetv2-badnets", "mobilenetv2-blended"]
-    assert names("table4") == ["resnet18-badnets-r0.01", "resnet18-badnets-r0.03", "resnet18-badnets",
-                               "resnet18-badnets-r0.1"]  # the first architecture; 5 %: the plain checkpoint
-    assert [m.settings for m in model_plan.experiment_models("table4", "digits", archs, attacks)] == [
-        {"rate": r} for r in (0.01, 0.03, 0.05, 0.10)]
-    assert names("table5") == names("fig11") == ["resnet18-badnets", "mobilenetv2-badnets"]
-    assert names("table6") == ["resnet18-wanet", "resnet18-iad"]
-    assert names("table6", attacks=["badnets"]) == []
-    assert names("table7") == [f"{arch}-adaptive-b{b:g}" for arch in archs for b in (0.0, 0.5, 0.9, 0.95)]
-    assert all(m.attack == "adaptive" and set(m.settings) == {"beta"}
-               for m in model_plan.experiment_models("table7", "digits", archs, attacks))
-    assert names("table8") == ["resnet18-iad"] and names("table8", attacks=["blended"]) == ["resnet18-badnets"]
-    assert names("fig5") == [f"{arch}-{a}" for arch in archs for a in ("badnets", "wanet")]
-    assert names("fig5", attacks=["blended", "lc"]) == ["resnet18-blended", "mobilenetv2-blended"]
-    assert names("fig6") == [f"{arch}-{a}" for arch in archs for a in ("lc", "badnets")]  # LC, else BadNets
-    plan = model_plan.plan_models(["table3", "table4", "fig11"], "digits", archs, attacks)
-    assert len({m.name for m in plan}) == len(plan) == 2 * (1 + len(attacks)) + 3  # each model once
-    with pytest.raises(ValueError, match=r"experiment: no model plan for 'table99'"):
+    rates = inspect.signature(experiments.table4_rates).parameters["rates"].default
+    table4 = model_plan.experiment_models("table4", "digits", archs, attacks)
+    assert [m.settings for m in table4] == [{"rate": r} for r in rates] and {m.arch for m in table4} == {"resnet18"}
+    assert "digits-resnet18-badnets" in [m.name for m in table4]  # 5 %: the plain BadNets checkpoint
+    table7 = model_plan.experiment_models("table7", "digits", archs, attacks, betas=(0.5,))
+    assert [(m.name, m.settings) for m in table7] == [(f"digits-{arch}-adaptive-b0.5", {"beta": 0.5}) for arch in archs]
+    plan = model_plan.plan_models(["table3", "tables12", "curves"], "digits", archs, attacks)
+    assert [m.name for m in plan] == [m.name for m in model_plan.experiment_models("table3", "digits", archs, attacks)]
+    with pytest.raises(ValueError, match=r"experiment: no experiment 'table99' in .*EXPERIMENTS"):
         model_plan.plan_models(["table99"], "digits", archs, attacks)
 
 

@@ -45,8 +45,7 @@ def test_interrupted_runs_resume(tmp_path, tiny, monkeypatch):
     def must_not_run(study):
         raise AssertionError("table3 was finished already")
 
-    monkeypatch.setitem(experiments.EXPERIMENTS, "table3", must_not_run)
-    monkeypatch.setitem(rep.EXPERIMENTS, "table3", must_not_run)
+    monkeypatch.setitem(rep.EXPERIMENTS, "table3", rep.EXPERIMENTS["table3"].using(must_not_run))
     calls = []
     original = experiments.table6_single_layers
 
@@ -54,7 +53,7 @@ def test_interrupted_runs_resume(tmp_path, tiny, monkeypatch):
         calls.append(study)
         return original(study)
 
-    monkeypatch.setitem(rep.EXPERIMENTS, "table6", spy)
+    monkeypatch.setitem(rep.EXPERIMENTS, "table6", rep.EXPERIMENTS["table6"].using(spy))
     rep.reproduce(tiny, tmp_path, only=["table3", "table6"], archs=["resnet18"], runs=1, progress=False, epochs=1,
                   attacks=["badnets"])
     assert len(calls) == 1
@@ -66,7 +65,8 @@ def test_redo_runs_a_finished_experiment_again_and_each_keeps_its_command(tmp_pa
     rep.reproduce(tiny, tmp_path, only=["table3", "table6"], command="first", **common)
     calls = []
     original = experiments.table6_single_layers
-    monkeypatch.setitem(rep.EXPERIMENTS, "table6", lambda study: calls.append(study) or original(study))
+    monkeypatch.setitem(rep.EXPERIMENTS, "table6",
+                        rep.EXPERIMENTS["table6"].using(lambda study: calls.append(study) or original(study)))
     rep.reproduce(tiny, tmp_path, only=["table3", "table6"], command="again", **common)
     assert calls == []  # done: resumed, not rerun
     report = rep.reproduce(tiny, tmp_path, only=["table6"], redo=["table6"], command="fixed", **common)
@@ -190,7 +190,7 @@ def test_betas_choose_table7_models_and_are_part_of_the_settings(tmp_path, tiny,
         seen.append(study.adaptive_betas)
         return pd.DataFrame([{"beta": b} for b in study.adaptive_betas]), []
 
-    monkeypatch.setitem(rep.EXPERIMENTS, "table7", spy)
+    monkeypatch.setitem(rep.EXPERIMENTS, "table7", rep.EXPERIMENTS["table7"].using(spy))
     rep.reproduce(tiny, tmp_path, only=["table7"], archs=["resnet18"], runs=1, progress=False, betas=[0.5, 0.9])
     assert seen == [(0.5, 0.9)]
     assert json.loads((tmp_path / rep.PROGRESS).read_text())["settings"]["betas"] == [0.5, 0.9]

@@ -22,11 +22,10 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..checkpoints import DEFAULT_DIR, check_entry, checkpoint_name, read_manifest
-from ..experiments import trigger_psnr
 from ..detector_inputs import check_tau
 from ..explore import TAU_MAX, TAU_MIN, TAU_STEP, LayerwiseExplorer
 from ..features import predict_classes
-from ..metrics import psnr
+from ..metrics import psnr, trigger_psnr
 from ..models import ARCHITECTURES
 from ..paper_results import ATTACKS as PAPER_ATTACKS
 from ..paper_results import TABLE3
@@ -84,7 +83,7 @@ class AttackGalleryApp(App):
     target class, the inputs the attack's poisoned test set is made of), amplification of the
     difference. Panels: the benign image, the poisoned image, ``|poisoned − benign| × amplification``
     clipped to [0, 1]. Readout: the image's PSNR and the attack's mean PSNR over the set
-    (:func:`analysis.experiments.trigger_psnr`), the model's predictions for both images and the target.
+    (:func:`analysis.metrics.trigger_psnr`), the model's predictions for both images and the target.
     Moving the image slider runs the model on two images only.
 
     Parameters
@@ -166,7 +165,7 @@ def psnr_table(workbench: Workbench, arch: str = "resnet18", attacks: Sequence[s
     Returns
     -------
     DataFrame indexed by attack with ``images`` (non-target evaluation images),
-    ``mean dB`` (:func:`analysis.experiments.trigger_psnr`), ``min dB`` and ``max dB`` (:func:`psnr` per image).
+    ``mean dB`` (:func:`analysis.metrics.trigger_psnr`), ``min dB`` and ``max dB`` (:func:`psnr` per image).
     """
     rows = {}
     for attack in workbench.attacks if attacks is None else attacks:

@@ -31,10 +31,10 @@ def table5(workbench: Workbench, arch: str = "resnet18") -> pd.DataFrame:
     """Table 5 for one architecture, one run (the dataset's own reference split): AC, SCAn and the layer-wise
     detector on latent vs critical features, our TPR, FPR and AUROC (%) beside the paper's TPR and FPR.
 
-    Runs :func:`analysis.experiments.table5_features` on the workbench's models; slow on 2 CPU cores
+    Runs :func:`analysis.critical_features.table5_features` on the workbench's models; slow on 2 CPU cores
     (minutes: AC and SCAn cluster every evaluation input twice).
     """
-    from ..experiments import table5_features
+    from ..critical_features import table5_features
 
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch: expected one of {ARCHITECTURES}, got {arch!r}")
