@@ -34,15 +34,16 @@ class Experiment:
         (imported when the experiment runs, see :meth:`resolve`).
     title : str
         The heading of its ``NAME.md`` and of its section of ``REPORT.md``.
-    models : callable
-        Its plan, ``(dataset, archs, attacks, betas) -> [ModelSpec]`` (:mod:`analysis.model_plan`): every model
-        the function loads, in its order. The Ray backend trains them before the experiment starts, and an
-        experiment task refuses to train one the plan misses.
+    models : callable or str
+        Its plan, ``(dataset, archs, attacks, betas) -> [ModelSpec]``: every model the function loads, in its
+        order, most often built from :mod:`analysis.model_plan` (``plan.each_arch(plan.every_attack)``), or the
+        import path of a plan written beside the function. The Ray backend trains them before the experiment
+        starts, and an experiment task refuses to train one the plan misses.
     """
 
     function: str | Callable
     title: str
-    models: plan.Plan
+    models: str | plan.Plan
 
     def resolve(self) -> Callable:
         """The experiment's function (imported from its path on first use).
@@ -52,10 +53,11 @@ class Experiment:
         callable
             ``study -> (table, figures)``.
         """
-        if callable(self.function):
-            return self.function
-        module, _, name = self.function.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return _load(self.function)
+
+    def plan(self) -> plan.Plan:
+        """The experiment's plan, ``(dataset, archs, attacks, betas) -> [ModelSpec]`` (imported from its path)."""
+        return _load(self.models)
 
     def run(self, study):
         """Run the experiment on ``study``; returns ``(table, figures)``."""
@@ -64,6 +66,14 @@ class Experiment:
     def using(self, function: Callable) -> "Experiment":
         """This experiment with another function (same title and models), e.g. a ``functools.partial`` of it."""
         return dataclasses.replace(self, function=function)
+
+
+def _load(reference: str | Callable) -> Callable:
+    """``reference`` itself when callable, else the object at its import path ``"module:name"``."""
+    if callable(reference):
+        return reference
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 _E = "analysis.experiments:"

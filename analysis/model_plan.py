@@ -190,7 +190,7 @@ def experiment_models(name: str, dataset: str, archs: Sequence[str], attacks: Se
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment: no experiment {name!r} in analysis.experiment_registry.EXPERIMENTS "
                          f"(it has {list(EXPERIMENTS)})")
-    return EXPERIMENTS[name].models(dataset, tuple(archs), tuple(attacks), tuple(betas))
+    return EXPERIMENTS[name].plan()(dataset, tuple(archs), tuple(attacks), tuple(betas))
 
 
 def plan_models(names: Sequence[str], dataset: str, archs: Sequence[str], attacks: Sequence[str],
