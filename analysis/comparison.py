@@ -192,9 +192,3 @@ def summarize_runs(results: list[dict]) -> dict[str, float]:
         out[f"{key}_std"] = frame[key].std(ddof=0)
     out["seconds"] = frame.seconds.mean()
     return out
-
-
-# Old private names, kept only while analysis/critical_features.py (being written beside this change) still imports
-# them: remove once it uses paper_key and summarize_runs.
-_base = paper_key
-_summary = summarize_runs
