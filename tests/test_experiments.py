@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import experiments
+from analysis import critical_features, experiments
 from analysis.comparison import cap
 from analysis.data import DatasetSplits, LabeledImages
 from analysis.defenses import ActivationClustering, LayerwiseDefense, RandomizedSmoothing
@@ -116,7 +116,7 @@ def test_table5_gives_ac_scan_and_layerwise_the_latent_or_the_critical_layers(tm
         built.append((name, seed, settings))
         return real_build(name, seed=seed, **settings)
 
-    monkeypatch.setattr(experiments, "build_detector", recording_build)
+    monkeypatch.setattr(critical_features, "build_detector", recording_build)  # Table 5's home (apps use it too)
     table, _ = experiments.table5_features(study)
     assert list(zip(table.defense, table.features)) == [
         (d, k) for d in ("ac", "ac-ref", "scan", "layerwise") for k in ("latent", "critical")]
