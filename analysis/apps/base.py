@@ -1,7 +1,8 @@
 """The widget layer every notebook shares: controls, one live figure, a readout.
 
 An :class:`App` is an ipywidgets ``VBox`` with a row of controls, an HTML readout and exactly one
-plotly ``FigureWidget`` (several panels are subplots of it). Measured in a real browser, two
+plotly ``FigureWidget`` (a :class:`~.live_figure.LiveFigure`, which survives a slow browser; several
+panels are subplots of it). Measured in a real browser, two
 ``FigureWidget``s in one app do not both follow the controls after a page reload or under Voila,
 so an app never has more than one. Every change of a control redraws the whole figure and the
 readout from the app's :meth:`App.draw`, which reads precomputed arrays (it never runs a model
@@ -29,6 +30,8 @@ from typing import Any
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
+
+from .live_figure import LiveFigure
 
 #: Width in pixels that the apps lay their figures out for, and of the static snapshots. Live, a figure takes
 #: the width of its notebook cell instead (:func:`fit_to_page`), so it is not cut off beside JupyterLab's sidebar.
@@ -79,7 +82,7 @@ class App(widgets.VBox):
     ----------
     controls : dict of the control widgets by name.
     readout : ``widgets.HTML``, the numbers behind the figure.
-    figure : ``go.FigureWidget``, the one live figure.
+    figure : :class:`~.live_figure.LiveFigure` (a ``go.FigureWidget``), the one live figure.
     """
 
     #: Controls whose change may take seconds or minutes (it loads or trains a model): shown with :meth:`busy`.
@@ -90,7 +93,7 @@ class App(widgets.VBox):
         self.controls = dict(controls)
         self._quiet = False
         figure, text = self.draw(**self.values())
-        self.figure = go.FigureWidget(fit_to_page(figure))
+        self.figure = LiveFigure(fit_to_page(figure))
         self.readout = widgets.HTML(text)
         #: One line under the controls: empty, what the app is busy with (:meth:`busy`), or which controls code set.
         self.status = widgets.HTML("")

@@ -237,6 +237,11 @@ class PageProblems:
             self.errors.append(f"request failed: {request.method} {request.url} ({failure})")
 
 
+#: ``LAYERWISE_BROWSER_CPU_THROTTLE=6``: every page runs its JavaScript 6 times slower (Chromium's CPU throttling), as on
+#: a slow laptop or a loaded Binder machine; unset or 1: full speed.
+CPU_THROTTLE_ENV = "LAYERWISE_BROWSER_CPU_THROTTLE"
+
+
 @pytest.fixture
 def open_page(chromium):
     """``open_page(server)`` -> ``(page, problems)``: a fresh browser context watched for errors."""
@@ -247,6 +252,9 @@ def open_page(chromium):
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(60_000)
+        throttle = float(os.environ.get(CPU_THROTTLE_ENV, "1") or 1)
+        if throttle != 1:  # a slow laptop: Chromium runs its JavaScript this many times slower
+            context.new_cdp_session(page).send("Emulation.setCPUThrottlingRate", {"rate": throttle})
         problems = PageProblems(server.base)
         problems.watch(page)
         return page, problems

@@ -69,12 +69,14 @@ def test_every_notebook_has_moves_listed():
 #: JupyterLab and Voila as served by the fixtures log no other error.
 ALLOWED_CONSOLE = {
     r"^pageerror: \[anywidget\] Failed to initialize model\.$": (
-        "anywidget (0.9-0.11) rejects a model's readiness promise when the widget's JavaScript has not initialised "
-        "within a hard-coded 2 s (AbortSignal.timeout(2000) in its runtime); plotly's FigureWidget ships a 5 MB "
-        "bundle whose parse alone can take longer while the kernel runs the notebook on a loaded 2-core machine. "
-        "The widget still initialises and follows the controls: every test asserts that after the message, and "
-        "under a CPU hog (python tools/busy_cpu.py 3 200, on 2 cores) the message appeared every time and the "
-        "Voila test's moves passed."),
+        "anywidget (0.9-0.11) rejects a model's readiness when the widget's JavaScript has not initialised within a "
+        "hard-coded 2 s (AbortSignal.timeout(2000) in its runtime) and then drops every message to that model. "
+        "plotly's FigureWidget module is 5 MB; its figure arrived in such messages, so a slow page showed an empty, "
+        "dead figure (a CI run: no traces, no title, before and after a move). The apps' LiveFigure "
+        "(analysis/apps/live_figure.py) opens its comm with the whole figure and initialises a few-line loader at "
+        "once; under a CPU hog (python tools/busy_cpu.py 3 200, on 2 cores) the message no longer appeared. It is "
+        "still allowed because the deadline is the browser's wall clock: a page starved long enough can miss it "
+        "even so. Every test asserts after it that the figure shows the app's state and follows the controls."),
 }
 RUN_ALL_TIMEOUT = 420.0  # notebook 06 ran all in 65 s alone on 2 cores before its 1 % FPR ROC cell (four detectors
 # on every benign evaluation input, about a minute more), 95 s in a loaded CI run, over 150 s beside a 2-thread job
@@ -211,6 +213,7 @@ def test_notebook_in_jupyterlab(notebook, lab, served, open_page, screenshots):
         assert errors.count() == 0, f"{notebook}: a cell raised:\n{errors.first.inner_text()[-2000:]}"
         assert page.locator(APP).count() == 1, f"{notebook}: expected one app (a VBox with a plotly figure)"
         figure = wait_for_figure(page, what=f"{notebook}'s app after Run All")
+        assert figure.traces, f"{notebook}: the app's figure is empty after Run All (its state never reached the page)"
 
         before, figure, label, move = move_each_control(page, notebook, figure)
         phase(f"{len(MOVES[notebook])} moves")
