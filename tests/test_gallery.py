@@ -7,7 +7,7 @@ import torch
 
 from analysis.apps.gallery import AttackGalleryApp, psnr_table, zoo_table
 from analysis.checkpoints import read_manifest
-from analysis.experiments import trigger_psnr
+from analysis.metrics import trigger_psnr
 from analysis.metrics import psnr
 from analysis.paper_results import TABLE3
 from analysis.workbench import Workbench
