@@ -121,9 +121,9 @@ def run_detector_scores(detector, model, reference: LabeledImages, benign: Label
     found = detector.detect(model, torch.cat([benign.x, poisoned.x]))
     seconds = time.perf_counter() - started
     n = len(benign)
-    found_metrics = detection_metrics(found.flagged[:n], found.flagged[n:], found.scores[:n], found.scores[n:])
+    found_metrics = detection_metrics(found.flagged[:n], found.flagged[n:], found.suspicion[:n], found.suspicion[n:])
     metrics = {column: found_metrics[key] * 100 for key, column in DETECTION_COLUMNS.items()} | {"seconds": seconds}
-    return DetectorRun(metrics, np.asarray(found.scores[:n]), np.asarray(found.scores[n:]))
+    return DetectorRun(metrics, np.asarray(found.suspicion[:n]), np.asarray(found.suspicion[n:]))
 
 
 def run_detector(detector, model, reference: LabeledImages, benign: LabeledImages, poisoned: LabeledImages,

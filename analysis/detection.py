@@ -33,7 +33,6 @@ sets are refused or warned about by :mod:`analysis.reference_checks` (its names 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
@@ -45,8 +44,8 @@ from .detection_options import DetectorOptions, median_and_mad
 from .detection_views import DetectorViews
 from .detector_inputs import ArrayLike, as_labels, check_feature_list, check_finite, check_tau
 from .features import iter_features, paper_layers
-from .fingerprint import check_same_model, model_fingerprint
-from .estimator import EstimatorMixin, check_unchanged_settings, snapshot_params
+from .fingerprint import check_same_model
+from .estimator import Defense, Detection, check_model, check_unchanged_settings, records_own_fit, snapshot_params
 from .reference_checks import ReferenceWarning, check_reference_classes, check_reference_counts, warn_degenerate_spread
 from .similarity import as_float64, cosine_to, euclidean_to, leave_one_out_cosine
 from .validation import NotFittedError, check_images, check_indices
@@ -86,17 +85,12 @@ def layer_of_interest(mean_similarity: Sequence[float]) -> int:
     return best_layer
 
 
-@dataclass(frozen=True)
-class Detection:
-    """What :meth:`LayerwiseDetector.detect` found, one entry per input."""
-
-    predicted: np.ndarray  # [N] int64, the model's class
-    scores: np.ndarray  # [N] float64: here the raw score (summed similarity or distance); a Defense's: its suspicion
-    flagged: np.ndarray  # [N] bool, True = poisoned
-
-
-class LayerwiseDetector(EstimatorMixin, DetectorOptions, DetectorViews):
+class LayerwiseDetector(DetectorViews, DetectorOptions, Defense):
     """Flag inputs whose summed similarity to benign class centroids at LOI-2..LOI is abnormally low.
+
+    A :class:`~analysis.estimator.Defense` like the baselines (registered as ``"layerwise"``): ``fit(model,
+    reference, train=None)``, ``predict``, ``suspicion``, ``score_samples``, ``decision_function`` and ``detect``
+    take ``(model, x)``; the paper's raw score is ``detect(model, x).scores`` and :meth:`score_features`.
 
     Parameters
     ----------
@@ -208,12 +202,14 @@ class LayerwiseDetector(EstimatorMixin, DetectorOptions, DetectorViews):
         self.model_fingerprint_ = None
         return self._fit_from_similarities(labels_np, *similarities)
 
-    def fit(self, model: nn.Module, reference: LabeledImages) -> "LayerwiseDetector":
-        """Fit on the model's features of the benign ``reference`` images (grouped by true label).
+    @records_own_fit  # its warnings point at the caller's line
+    def fit(self, model: nn.Module, reference: LabeledImages, train: LabeledImages | None = None) -> "LayerwiseDetector":
+        """Fit on the model's features of the benign ``reference`` images (grouped by true label); ``train`` is ignored.
 
         Streams the reference set twice (class sums, then similarities), so memory holds
         one batch of features plus one centroid per class and layer.
         """
+        check_model(model, float32_only=False)
         self._check_settings()
         if not isinstance(reference, LabeledImages):
             raise TypeError(f"reference: expected LabeledImages, got {type(reference).__name__}")
@@ -230,7 +226,7 @@ class LayerwiseDetector(EstimatorMixin, DetectorOptions, DetectorViews):
         self.layer_names_ = names
         self.input_shape_ = tuple(reference.x.shape[1:])
         self._fit_from_similarities(labels_np, *similarities)
-        self.model_fingerprint_ = model_fingerprint(model)
+        self._record_fit(model)  # the model's fingerprint (Defense)
         return self
 
     def _batched(self, model: nn.Module, images: torch.Tensor, names: Sequence[str]):
@@ -417,13 +413,14 @@ class LayerwiseDetector(EstimatorMixin, DetectorOptions, DetectorViews):
         return sorted({layer for layers in self.score_layers_.values() for layer in layers})
 
     def detect(self, model: nn.Module, x: LabeledImages | ArrayLike) -> Detection:
-        """Predicted class, score and flag of every input; hooks only the layers the fitted classes score on."""
+        """Predicted class, raw score, flag and suspicion of every input; hooks only the layers the classes score on."""
         predicted, scores = self._scores(model, x)
-        return Detection(predicted, scores, self.flag_scores(scores, predicted))
+        return Detection(predicted, scores, self.flag_scores(scores, predicted), self.suspicion_from_scores(scores, predicted))
 
     def _scores(self, model: nn.Module, x: LabeledImages | ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """``(predicted [N], raw scores [N])``, batch by batch, hooking only the layers the fitted classes score on."""
         needed = self._model_layers_needed()
+        check_model(model, float32_only=False)
         check_same_model(self, model)
         images = self._check_inputs(x)
         predicted, scores = [], []

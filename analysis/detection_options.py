@@ -18,7 +18,7 @@ setting and method of the one detector (``LayerwiseDetector(score="trajectory", 
   measures the resulting FPR.
 * ``target_fpr`` replaces the fixed ``tau`` by one calibrated to a target false-positive rate: the split-conformal
   order statistic (:func:`analysis.metrics.conformal_threshold`) of benign suspicion scores
-  (:meth:`analysis.detection.LayerwiseDetector.suspicion`, every class pooled on that standardised scale, so a class
+  (:meth:`analysis.detection.LayerwiseDetector.suspicion_from_scores`, every class pooled on that standardised scale, so a class
   with a handful of samples borrows the others'), used as an effective tau for every class. After ``fit`` the
   calibration scores are the reference samples' own, each computed as if that sample had been left out of the fit
   (approximately: see :meth:`DetectorOptions._leave_one_out_suspicion`), so the finite-sample guarantee holds only
@@ -189,7 +189,7 @@ class DetectorOptions:
         if self.target_fpr is None:
             raise ValueError("target_fpr: calibration needs a target false-positive rate; build the detector with "
                              "target_fpr=... (e.g. 0.05)")
-        suspicion = self.suspicion(scores, predicted)
+        suspicion = self.suspicion_from_scores(scores, predicted)
         known = np.isfinite(suspicion)
         if not known.any():
             raise ValueError("scores: no input has a finite suspicion score (all predicted as classes without "

@@ -3,17 +3,19 @@
 :class:`DetectorViews` is a mixin the detector inherits from, so that :mod:`analysis.detection` holds the paper's
 algorithms (the raw score and the flag) and this module the views of the same fitted state:
 
-* standardised scores on one scale for every class, metric and score, in scikit-learn's vocabulary:
-  :meth:`~DetectorViews.suspicion` (higher = more suspicious; flagged exactly above tau), its negative
-  :meth:`~DetectorViews.score_samples` (higher = more normal) and :meth:`~DetectorViews.decision_function`
-  (``tau - suspicion``: negative = flagged); the paper's raw scores are ``score_features`` and ``detect(...).scores``
-  (the table in ``docs/extending.md`` lists every detector's scores, their sign and their scale);
+* standardised scores on one scale for every class, metric and score, in the vocabulary of every
+  :class:`~analysis.estimator.Defense` (scikit-learn's): :meth:`~DetectorViews.suspicion` ``(model, x)`` (higher =
+  more suspicious; flagged exactly above tau), its negative :meth:`~DetectorViews.score_samples` (higher = more
+  normal) and :meth:`~DetectorViews.decision_function` (``tau - suspicion``: negative exactly where flagged); the
+  paper's raw scores are ``score_features`` and ``detect(...).scores``, and :meth:`~DetectorViews.suspicion_from_scores`
+  standardises them (the table in ``docs/extending.md`` lists every detector's scores, their sign and their scale);
 * the per-layer cosine similarity curves of Figs. 2 and 3 (:meth:`~DetectorViews.layerwise_similarity`).
 
 It reads the fitted state the detector sets (``mu_``, ``sigma_``, ``centroids_``, ...) and is not usable on its own.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch.nn as nn
 
 from .data import LabeledImages
 from .detector_inputs import ArrayLike, as_labels, check_feature_list
+from .estimator import signed_margin
 from .fingerprint import check_same_model
 from .similarity import cosine_to
 from .validation import check_index
@@ -30,11 +33,17 @@ __all__ = ["DetectorViews"]
 
 
 class DetectorViews:
-    """Standardised scores (scikit-learn's vocabulary) and per-layer similarity curves of the layer-wise detector."""
+    """Standardised scores (the :class:`~analysis.estimator.Defense` vocabulary) and per-layer similarity curves."""
+
+    # the Defense protocol's class settings (analysis.estimator.Defense), for the layer-wise detector
+    _fitted_attribute = "mu_"
+    _float32_only = False  # float64 and float16 models run in their own dtype
+    _nan_scores_allowed = True  # classes without reference samples score NaN, flagged or not as unknown_class says
 
     # ------------------------------------------------------------------ standardised scores
-    def suspicion(self, scores: ArrayLike, predicted: ArrayLike) -> np.ndarray:
-        """Scores standardised by the predicted class's reference mu and sigma, signed so that higher = more suspicious.
+    def suspicion_from_scores(self, scores: ArrayLike, predicted: ArrayLike) -> np.ndarray:
+        """Raw scores (``detect(...).scores``, :meth:`score_features`) standardised by the predicted class's reference
+        mu and sigma, signed so that higher = more suspicious: what :meth:`suspicion` returns for a model and inputs.
 
         ``(mu_c - score) / sigma_c`` for cosine sums, ``(score - mu_c) / sigma_c`` for Euclidean and trajectory scores (sigma floored
         at 1e-12); NaN for a class without reference samples. An input is flagged at ``tau`` exactly
@@ -49,31 +58,65 @@ class DetectorViews:
         sign = 1.0 if self._higher_is_suspicious else -1.0
         return sign * (scores_np - mu) / np.maximum(sigma, 1e-12)
 
+    def suspicion(self, model: nn.Module, x: LabeledImages | ArrayLike) -> np.ndarray:
+        """float64 ``[N]``, as every :class:`~analysis.estimator.Defense`: higher = more suspicious, flagged exactly above
+        the tau in effect; the raw score standardised per predicted class (:meth:`suspicion_from_scores`).
+
+        Raw scores are standardised by :meth:`suspicion_from_scores`; the old call ``suspicion(scores, predicted)``
+        (two 1-D arrays) still does so with a DeprecationWarning, anything else that is not a model a TypeError.
+        """
+        if not isinstance(model, nn.Module):
+            if np.ndim(model) == 1 and np.ndim(x) == 1:  # the old (scores, predicted): the same values, renamed
+                warnings.warn("LayerwiseDetector.suspicion(scores, predicted) is now suspicion_from_scores(scores, "
+                              "predicted); suspicion takes (model, x) as every Defense", DeprecationWarning, stacklevel=2)
+                return self.suspicion_from_scores(model, x)
+            raise TypeError(f"suspicion(model, x): model: expected a torch.nn.Module, got {type(model).__name__}; "
+                            f"to standardise raw scores call suspicion_from_scores(scores, predicted)")
+        return self.detect(model, x).suspicion
+
     def score_samples(self, model: nn.Module, x: LabeledImages | ArrayLike) -> np.ndarray:
         """scikit-learn's direction, ``[N]`` higher = more normal, for every metric and score: ``-suspicion``.
 
         The raw score standardised by the predicted class's reference mu and sigma: ``(s - mu_c) / sigma_c`` for the
         paper's summed cosine similarity, ``(mu_c - s) / sigma_c`` for Euclidean and trajectory distances; NaN for a
-        class without reference samples. :meth:`decision_function` is ``score_samples + tau`` (the tau in effect).
-        The paper's raw scores (summed similarity or distance) are :meth:`detect`'s ``.scores`` and
-        :meth:`score_features`.
+        class without reference samples. The paper's raw scores (summed similarity or distance) are
+        :meth:`detect`'s ``.scores`` and :meth:`score_features`.
         """
-        found = self.detect(model, x)
-        return -self.suspicion(found.scores, found.predicted)
+        return -self.suspicion(model, x)
 
     def decision_function(self, model: nn.Module, x: LabeledImages | ArrayLike) -> np.ndarray:
-        """scikit-learn's sign convention: ``[N]`` negative = flagged (poisoned), positive = accepted.
+        """scikit-learn's sign convention: float64 ``[N]``, negative exactly where :meth:`predict` flags.
 
         ``tau - suspicion`` (:meth:`suspicion`; the tau in effect, ``calibrated_tau_`` with ``target_fpr``), in
         standard deviations of the predicted class's reference scores, for every metric and score, so the sign
-        means the same whatever the raw score's direction. NaN for a class without reference samples.
+        means the same whatever the raw score's direction. The paper's comparison on the raw score decides the
+        flags, so where rounding at the boundary or a class without reference samples (NaN) would disagree, the
+        sign follows the flag (:func:`analysis.estimator.signed_margin`).
         """
-        return self.score_samples(model, x) + self._tau(None)
+        return self._detect(model, x)[1]
+
+    def _detect(self, model: nn.Module, x: LabeledImages | ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """The Defense protocol's ``(suspicion, decision)``, from one :meth:`detect`."""
+        found = self.detect(model, x)
+        return found.suspicion, signed_margin(self._tau(None) - found.suspicion, found.flagged)
+
+    def _check_same_model(self, model: nn.Module) -> None:
+        """Nothing here: :meth:`detect` checks the model once per call (one fingerprint, not two)."""
 
     def decision_function_features(self, features: Sequence[ArrayLike], predicted: ArrayLike) -> np.ndarray:
         """:meth:`decision_function` for inputs with precomputed features (L arrays ``[N, D_l]``) and predicted classes."""
         predicted_np = as_labels(predicted, "predicted")
-        return self._tau(None) - self.suspicion(self.score_features(features, predicted_np), predicted_np)
+        scores = self.score_features(features, predicted_np)
+        suspicion = self.suspicion_from_scores(scores, predicted_np)
+        return signed_margin(self._tau(None) - suspicion, self.flag_scores(scores, predicted_np))
+
+    @property
+    def detector_(self):
+        """Deprecated: the detector itself (the removed adapter ``LayerwiseDefense`` kept it here)."""
+        self._check_fitted()
+        warnings.warn("LayerwiseDetector is the 'layerwise' defense itself: use it directly, not .detector_",
+                      DeprecationWarning, stacklevel=2)
+        return self
 
     # ------------------------------------------------------------------ curves (Figs. 2 and 3)
     def layerwise_similarity_features(self, features: Sequence[ArrayLike], classes: ArrayLike) -> np.ndarray:

@@ -130,7 +130,7 @@ def population_metrics(suspicion_benign: np.ndarray, flagged_benign: np.ndarray,
 def _suspicion_and_flags(detector, model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Suspicion (higher = more suspicious) and flags of one call on the whole set (AC and SCAn judge sets)."""
     found = detector.detect(model, x)
-    return np.asarray(found.scores, np.float64), np.asarray(found.flagged, bool)
+    return np.asarray(found.suspicion, np.float64), np.asarray(found.flagged, bool)
 
 
 def run_protocol(model: nn.Module, attack, data: DatasetSplits, detectors: dict[str, Callable[[int], object]],

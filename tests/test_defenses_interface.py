@@ -1,11 +1,11 @@
-"""The shared interface: registry, settings, bad inputs, seeding, and the layer-wise adapter."""
+"""The shared interface: registry, settings, bad inputs, seeding, and the layer-wise detector as one of the defenses."""
 import numpy as np
 import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 
 from analysis.data import LabeledImages
-from analysis.defenses import DEFENSES, DETECTORS, RECENT_DEFENSES, LayerwiseDefense, build_defense
+from analysis.defenses import DEFENSES, DETECTORS, RECENT_DEFENSES, Defense, build_defense
 from analysis.detection import LayerwiseDetector
 from analysis.models import build_model
 from analysis.training import TrainConfig
@@ -35,7 +35,7 @@ def setup():
     return model, reference, torch.rand(N, 3, 32, 32)
 
 
-def test_registry_holds_the_six_paper_defenses_the_recent_ones_the_adapter_and_the_gaussian_option():
+def test_registry_holds_the_six_paper_defenses_the_recent_ones_the_layerwise_detector_and_the_gaussian_option():
     assert sorted(DEFENSES) == ["ac", "fp", "rs", "scan", "shrinkpad", "strip"]
     assert sorted(RECENT_DEFENSES) == ["ibd-psc", "scale-up", "ted"]
     assert sorted(DETECTORS) == sorted([*DEFENSES, *RECENT_DEFENSES, "layerwise", "layerwise-gaussian"])
@@ -55,7 +55,8 @@ def test_paper_defaults():
     assert (strip.n_blends, strip.alpha, strip.percentile) == (100, 0.5, 10.0)
     assert build_defense("scan").threshold == pytest.approx(np.e)
     assert build_defense("layerwise").tau == 2.5
-    assert build_defense("layerwise", spread="mad")._make_detector().spread == "mad"
+    assert build_defense("layerwise").get_params() == LayerwiseDetector().get_params()  # the paper's default
+    assert build_defense("layerwise", spread="mad").spread == "mad"
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))
@@ -133,35 +134,65 @@ def test_seeded_defenses_are_deterministic(setup, name):
     np.testing.assert_array_equal(a, b)
 
 
-def test_layerwise_adapter_scores_are_normalised_suspicions(setup):
-    model, reference, x = setup
-    adapter = LayerwiseDefense(unknown_class="flag").fit(model, reference)
-    raw = LayerwiseDetector(unknown_class="flag").fit(model, reference).detect(model, x)
-    mu = np.array([adapter.detector_.mu_.get(int(t), np.nan) for t in raw.predicted])
-    sigma = np.array([adapter.detector_.sigma_.get(int(t), np.nan) for t in raw.predicted])
-    np.testing.assert_allclose(adapter.suspicion(model, x), (mu - raw.scores) / sigma)
-    np.testing.assert_array_equal(adapter.predict(model, x), raw.flagged)
-    known = ~np.isnan(mu)
-    np.testing.assert_array_equal(adapter.suspicion(model, x)[known] > 2.5, raw.flagged[known])
-
-
-def test_layerwise_adapter_takes_exactly_the_detectors_settings():
-    """The adapter repeats the detector's signature (explicit settings, as scikit-learn asks) and passes them on whole."""
-    import inspect
-
-    def signature(cls):
-        return [(p.name, p.kind, p.default) for p in inspect.signature(cls).parameters.values()]
-
-    assert signature(LayerwiseDefense) == signature(LayerwiseDetector)
+def test_the_registered_layerwise_defense_is_the_detector_itself():
+    """No adapter: the registry's "layerwise" is the paper's detector, a Defense with the detector's own settings."""
+    assert DETECTORS["layerwise"] is LayerwiseDetector and issubclass(LayerwiseDetector, Defense)
     settings = {"tau": 1.5, "metric": "cosine", "layers": None, "score_layers": [1, 2], "batch_size": 7,
                 "unknown_class": "flag", "spread": "mad", "score": "trajectory", "target_fpr": 0.1}
-    assert LayerwiseDefense(**settings)._make_detector().get_params() == settings
+    assert build_defense("layerwise", **settings).get_params() == settings
+
+
+def test_layerwise_suspicion_is_the_normalised_raw_score(setup):
+    model, reference, x = setup
+    detector = build_defense("layerwise", unknown_class="flag").fit(model, reference, train=reference)  # train: ignored
+    raw = LayerwiseDetector(unknown_class="flag").fit(model, reference).detect(model, x)
+    mu = np.array([detector.mu_.get(int(t), np.nan) for t in raw.predicted])
+    sigma = np.array([detector.sigma_.get(int(t), np.nan) for t in raw.predicted])
+    np.testing.assert_allclose(detector.suspicion(model, x), (mu - raw.scores) / sigma)
+    np.testing.assert_array_equal(detector.suspicion(model, x), raw.suspicion)  # Detection.suspicion: the same
+    np.testing.assert_array_equal(detector.suspicion_from_scores(raw.scores, raw.predicted), raw.suspicion)
+    np.testing.assert_array_equal(detector.predict(model, x), raw.flagged)
+    known = ~np.isnan(mu)
+    np.testing.assert_array_equal(detector.suspicion(model, x)[known] > 2.5, raw.flagged[known])
+
+
+def test_a_class_without_reference_samples_is_decided_by_its_flag(setup):
+    """NaN suspicion (no reference samples): the decision's sign follows unknown_class, as predict does."""
+    model, reference, x = setup
+    predicted = LayerwiseDetector().fit(model, reference).detect(model, x).predicted
+    missing = int(np.bincount(predicted).argmax())
+    keep = torch.as_tensor(reference.y.numpy() != missing)
+    partial = LabeledImages(reference.x[keep], reference.y[keep])
+    for unknown_class, flagged in (("flag", True), ("ignore", False)):
+        detector = LayerwiseDetector(unknown_class=unknown_class).fit(model, partial)
+        unknown = predicted == missing
+        assert np.isnan(detector.suspicion(model, x)[unknown]).all()
+        decision = detector.decision_function(model, x)
+        np.testing.assert_array_equal(decision < 0, detector.predict(model, x))
+        assert (decision[unknown] < 0).all() == flagged
+
+
+def test_suspicion_of_a_model_and_of_raw_scores_do_not_mix(setup):
+    """suspicion(model, x) for every detector; raw scores go through suspicion_from_scores, never the wrong way."""
+    model, reference, x = setup
+    detector = LayerwiseDetector(unknown_class="flag").fit(model, reference)
+    found = detector.detect(model, x)
+    with pytest.raises(TypeError, match="suspicion_from_scores"):
+        detector.suspicion(x, x)
+    with pytest.raises(TypeError, match="expected a torch.nn.Module"):  # another defense given raw scores
+        build_defense("scan").fit(model, reference).suspicion(found.scores, found.predicted)
+    with pytest.warns(DeprecationWarning, match="suspicion_from_scores"):  # the old call: the same values, renamed
+        old = detector.suspicion(found.scores, found.predicted)
+    np.testing.assert_array_equal(old, found.suspicion)
+    with pytest.warns(DeprecationWarning, match="detector_"):  # the removed adapter's attribute: the detector itself
+        assert detector.detector_ is detector
 
 
 @pytest.mark.parametrize("settings", [{}, {"metric": "euclidean"}, {"score": "trajectory"}])
 def test_detector_score_samples_is_higher_for_more_normal_inputs(setup, settings):
     """scikit-learn's direction whatever the raw score's: the standardised score, signed so that higher = more
-    normal; decision_function adds tau, so it is negative exactly where an input is flagged."""
+    normal; decision_function adds tau, so it is negative exactly where an input is flagged; Detection.suspicion is
+    its negative."""
     model, reference, x = setup
     detector = LayerwiseDetector(unknown_class="flag", **settings).fit(model, reference)
     found = detector.detect(model, x)
@@ -170,6 +201,7 @@ def test_detector_score_samples_is_higher_for_more_normal_inputs(setup, settings
     sign = 1.0 if settings == {} else -1.0  # summed cosine similarity: higher = more normal; distances: lower
     np.testing.assert_allclose(detector.score_samples(model, x), sign * (found.scores - mu) / sigma)
     np.testing.assert_allclose(detector.decision_function(model, x), detector.score_samples(model, x) + 2.5)
+    np.testing.assert_array_equal(found.suspicion, -detector.score_samples(model, x))
 
 
 def test_class_margin_and_the_ties_that_argmax_settles():

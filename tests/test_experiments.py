@@ -6,8 +6,8 @@ import torch
 from analysis import critical_features, experiments
 from analysis.comparison import cap
 from analysis.data import DatasetSplits, LabeledImages
-from analysis.defenses import ActivationClustering, LayerwiseDefense, RandomizedSmoothing
-from analysis.detection import Detection
+from analysis.defenses import ActivationClustering, RandomizedSmoothing
+from analysis.detection import Detection, LayerwiseDetector
 
 
 class RecordingDetector:
@@ -48,7 +48,7 @@ def test_build_detector_seeds_randomised_defenses_and_knows_variants():
     variant = experiments.build_detector("ac-ref", seed=1)
     assert isinstance(variant, ActivationClustering) and variant.criterion == "reference" and variant.seed == 1
     layerwise = experiments.build_detector("layerwise", tau=3.0)
-    assert isinstance(layerwise, LayerwiseDefense) and layerwise.tau == 3.0
+    assert isinstance(layerwise, LayerwiseDetector) and layerwise.tau == 3.0
     assert experiments.available_defenses()[:7] == ("rs", "shrinkpad", "fp", "ac", "strip", "scan", "layerwise")
     with pytest.raises(ValueError, match="unknown detector 'nope'"):
         experiments.build_detector("nope")

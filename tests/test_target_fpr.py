@@ -101,13 +101,13 @@ def test_after_fit_the_effective_tau_is_the_conformal_threshold_of_the_pooled_le
     assert det.calibrated_tau_ == pytest.approx(np.sort(pooled)[54])
     assert det.calibration_ == "leave-one-out" and det.calibration_size_ == 60
     # left out, a sample looks less normal than in-sample
-    in_sample = np.concatenate([det.suspicion(det.reference_scores_[t], np.full(30, t)) for t in (0, 1)])
+    in_sample = np.concatenate([det.suspicion_from_scores(det.reference_scores_[t], np.full(30, t)) for t in (0, 1)])
     assert np.mean(pooled) > np.mean(in_sample[np.argsort(np.r_[np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)])])
     # the calibrated tau replaces tau everywhere a threshold is applied ...
     probe = [f[:10] for f in features]
     scores = det.score_features(probe, labels[:10])
     np.testing.assert_array_equal(det.flag_scores(scores, labels[:10]),
-                                  det.suspicion(scores, labels[:10]) > det.calibrated_tau_)
+                                  det.suspicion_from_scores(scores, labels[:10]) > det.calibrated_tau_)
     assert det.thresholds() == det.thresholds(tau=det.calibrated_tau_)
     # ... unless a tau is passed explicitly
     np.testing.assert_array_equal(det.flag_scores(scores, labels[:10], tau=2.5),
@@ -132,7 +132,7 @@ def test_calibrate_on_held_out_benign_scores():
     assert det.calibrate_scores(scores, held_labels) is det
     assert det.calibration_ == "held-out" and det.calibration_size_ == 100
     # n = 100: k = ceil(101 * 0.95) = 96
-    assert det.calibrated_tau_ == pytest.approx(np.sort(det.suspicion(scores, held_labels))[95])
+    assert det.calibrated_tau_ == pytest.approx(np.sort(det.suspicion_from_scores(scores, held_labels))[95])
     assert det.flag_scores(scores, held_labels).mean() <= 0.05
 
 

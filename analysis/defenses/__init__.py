@@ -29,7 +29,7 @@ name           class                                        flags an input when
 =============  ==========================================  =========================================
 
 ``DETECTORS`` holds the six, the three recent ones and ``"layerwise"``:
-:class:`LayerwiseDefense`, the paper's detector behind the same interface, and ``"layerwise-gaussian"``:
+:class:`~analysis.detection.LayerwiseDetector`, the paper's detector, itself a :class:`Defense`, and ``"layerwise-gaussian"``:
 :class:`LayerwiseGaussianDetector` (not in the paper: per-layer class Gaussians, a threshold for a target FPR).
 
 All three are live views of the one registry of detectors, :data:`analysis.defenses.registry.REGISTRY`, which
@@ -37,12 +37,12 @@ also holds each detector's variants (``ac-ref``, the layer-wise options), displa
 """
 from __future__ import annotations
 
+from ..detection import LayerwiseDetector
 from .activation_clustering import ActivationClustering
 from .base import Defense
 from .fine_pruning import FinePruning
 from .gaussian import LayerwiseGaussianDetector
 from .ibd_psc import IBDPSC
-from .layerwise import LayerwiseDefense
 from .randomized_smoothing import RandomizedSmoothing
 from .registry import REGISTRY, DetectorSpec, view
 from .scale_up import ScaleUp
@@ -58,7 +58,7 @@ DEFENSES = view(lambda name, spec: spec.cls, lambda name, spec: spec.group == "b
 RECENT_DEFENSES = view(lambda name, spec: spec.cls, lambda name, spec: spec.group == "recent" and not spec.settings)
 
 #: every class registered under its own name (the registry's entries without settings): the six baselines, the
-#: recent detectors, the paper's layer-wise detector (adapter) and the layer-wise Gaussian detector calibrated for
+#: recent detectors, the paper's layer-wise detector and the layer-wise Gaussian detector calibrated for
 #: a low false-positive rate (not in the paper), for comparison loops
 DETECTORS = view(lambda name, spec: spec.cls, lambda name, spec: not spec.settings)
 
@@ -84,5 +84,5 @@ def build_defense(name: str, **settings) -> Defense:
 
 
 __all__ = ["DEFENSES", "DETECTORS", "RECENT_DEFENSES", "REGISTRY", "TED", "ActivationClustering", "Defense", "DetectorSpec",
-           "FinePruning", "IBDPSC", "LayerwiseDefense", "LayerwiseGaussianDetector", "RandomizedSmoothing", "SCAn", "STRIP",
+           "FinePruning", "IBDPSC", "LayerwiseDetector", "LayerwiseGaussianDetector", "RandomizedSmoothing", "SCAn", "STRIP",
            "ScaleUp", "ShrinkPad", "build_defense"]

@@ -1,4 +1,4 @@
-"""The interface shared by the baseline defenses.
+"""The interface shared by the baseline defenses (and the paper's layer-wise detector).
 
 Every defense is a scikit-learn style estimator of *inputs*: settings in the constructor
 only; ``fit(model, reference, train=None)`` returns ``self`` and stores what it learns in
@@ -18,10 +18,17 @@ not ``decision_function`` plus a constant for them.
 Subclasses implement ``_detect(model, images) -> (suspicion, decision)`` (the flags are
 ``decision < 0``; :func:`signed_margin` makes a margin agree with flags decided elsewhere)
 and name the attribute that marks them fitted in ``_fitted_attribute``.
+
+``detect(model, x)`` returns a :class:`~analysis.estimator.Detection`: ``suspicion`` (as above), ``flagged`` and
+``predicted`` for every detector, and ``scores``, the detector's raw score (a baseline's is its suspicion).
+
+:class:`Defense`, :class:`~analysis.estimator.Detection`, :func:`as_images`, :func:`check_model` and
+:func:`signed_margin` are defined in :mod:`analysis.estimator` and imported here: the paper's
+:class:`analysis.detection.LayerwiseDetector` derives from the same :class:`Defense` (registered as ``"layerwise"``),
+and :mod:`analysis.detection` sits below this package.
 """
 from __future__ import annotations
 
-import functools
 import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -31,121 +38,12 @@ import torch
 import torch.nn as nn
 
 from ..data import LabeledImages
-from ..detection import Detection
-from ..devices import evaluation_mode, model_device, model_dtype
-from ..estimator import EstimatorMixin, check_unchanged_settings, snapshot_params
-from ..features import capture, predict_classes, resolve_layers
-from ..fingerprint import check_same_model, model_fingerprint
+from ..devices import evaluation_mode, model_device
+from ..estimator import Defense, Detection, Images, as_images, check_model, signed_margin  # noqa: F401 (the contract)
+from ..features import capture, resolve_layers
 from ..reference_checks import ReferenceWarning
 from ..validation import (NotFittedError, check_choice, check_finite_tensor, check_images, check_int,  # noqa: F401
                           check_model_output, check_number)
-
-Images = LabeledImages | torch.Tensor | np.ndarray
-
-
-class Defense(EstimatorMixin):
-    """Base class of the defenses; see the module docstring for the contract."""
-
-    _fitted_attribute = "fitted_"
-    #: whether the defense runs only float32 models (the layer-wise adapter runs any floating dtype)
-    _float32_only = True
-    #: settings the fitted state depends on: changed after ``fit`` (attribute or :meth:`set_params`), they are
-    #: refused with "refit"; every other setting is read where it is used, so a change takes effect at the next call
-    _refit_settings: tuple[str, ...] = ()
-    #: whether a NaN score is a documented answer (the layer-wise adapter: classes without reference samples, as
-    #: its ``unknown_class`` says); for every other defense a NaN score raises instead of counting as "not flagged"
-    _nan_scores_allowed = False
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        """Every subclass's ``fit`` records the model's fingerprint and the fitted settings (:meth:`_record_fit`)."""
-        super().__init_subclass__(**kwargs)
-        fit = cls.__dict__.get("fit")
-        if fit is None or getattr(fit, "_records_fit", False):
-            return
-
-        @functools.wraps(fit)
-        def recording_fit(self, model, *args, **kwargs):
-            result = fit(self, model, *args, **kwargs)
-            self._record_fit(model)
-            return result
-
-        recording_fit._records_fit = True
-        cls.fit = recording_fit
-
-    def _record_fit(self, model: nn.Module | None) -> None:
-        """``model_fingerprint_`` (None without a model, e.g. ``fit_features``) and ``fit_params_`` (the settings)."""
-        self.model_fingerprint_ = model_fingerprint(model) if isinstance(model, nn.Module) else None
-        try:
-            self.fit_params_ = snapshot_params(self)
-        except AttributeError:  # a user's subclass that keeps a setting under another name: no settings check
-            self.fit_params_ = None
-
-    def _check_same_model(self, model: nn.Module) -> None:
-        """:class:`analysis.fingerprint.ModelMismatchError` unless ``model`` is the one ``fit`` saw (or after ``unbind_model``)."""
-        check_same_model(self, model)
-
-    def _fixed_settings(self) -> tuple[str, ...]:
-        """The settings refused when changed after fit (:attr:`_refit_settings`; a subclass may decide per fit)."""
-        return self._refit_settings
-
-    def fit(self, model: nn.Module, reference: LabeledImages | None = None, train: LabeledImages | None = None):
-        raise NotImplementedError
-
-    def _detect(self, model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """``(suspicion [N], decision [N])``: higher suspicion = more suspicious; decision < 0 exactly where flagged."""
-        raise NotImplementedError
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, self._fitted_attribute):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(model, reference) first")
-        check_unchanged_settings(self, self._fixed_settings())
-
-    def _run(self, model: nn.Module, x: Images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(suspicion, decision, flagged)``, each ``[N]``; ``flagged = decision < 0``."""
-        self._check_fitted()
-        check_model(model, float32_only=self._float32_only)
-        self._check_same_model(model)
-        self._check_settings()
-        scores, decision = self._detect(model, as_images(x, "x"))
-        scores, decision = np.asarray(scores, dtype=np.float64), np.asarray(decision, dtype=np.float64)
-        if not self._nan_scores_allowed:
-            nan = np.isnan(scores) | np.isnan(decision)
-            if nan.any():  # NaN < 0 is False: each would be reported as "not flagged"
-                raise ValueError(f"{type(self).__name__}: {int(nan.sum())} of {len(nan)} inputs got a NaN score (first "
-                                 f"at index {int(np.flatnonzero(nan)[0])}); refusing to report them as not flagged. "
-                                 f"Check the model and the reference set (degenerate features or statistics)")
-        return scores, decision, decision < 0
-
-    def _check_settings(self) -> None:
-        """Raise a ValueError naming the first bad setting (subclasses override)."""
-
-    def predict(self, model: nn.Module, x: Images) -> np.ndarray:
-        """bool ``[N]``: True = flagged as poisoned (``decision_function(model, x) < 0``)."""
-        return self._run(model, x)[2]
-
-    def suspicion(self, model: nn.Module, x: Images) -> np.ndarray:
-        """float ``[N]``: suspicion score, higher = more suspicious (the score behind AUROC and ROC curves)."""
-        return self._run(model, x)[0]
-
-    def score_samples(self, model: nn.Module, x: Images) -> np.ndarray:
-        """float ``[N]``: scikit-learn's direction, higher = more normal: ``-suspicion(model, x)``."""
-        return -self.suspicion(model, x)
-
-    def decision_function(self, model: nn.Module, x: Images) -> np.ndarray:
-        """float64 ``[N]``: scikit-learn's sign convention, negative exactly where :meth:`predict` flags.
-
-        ``threshold - suspicion`` for a defense that thresholds its score; the plain prediction's
-        margin for those that flag a changed prediction (see the module docstring).
-        """
-        return self._run(model, x)[1]
-
-    def detect(self, model: nn.Module, x: Images) -> Detection:
-        """The model's predicted class, the suspicion score and the flag of every input, from one pass of the defense."""
-        scores, _, flagged = self._run(model, x)
-        return Detection(predict_classes(model, as_images(x, "x")), scores, flagged)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
 
 class StatelessDefense(Defense):
@@ -160,11 +58,6 @@ class StatelessDefense(Defense):
 
 
 # ---------------------------------------------------------------------- checks
-def as_images(x: Images, name: str = "x") -> torch.Tensor:
-    """Images as a float32 tensor ``[N, C, H, W]`` in [0, 1]; anything else raises (:func:`analysis.validation.check_images`)."""
-    return check_images(x, name).float()
-
-
 def check_labeled(data: Any, name: str, min_size: int = 1) -> LabeledImages:
     if not isinstance(data, LabeledImages):
         raise TypeError(f"{name}: expected LabeledImages, got {type(data).__name__}")
@@ -190,17 +83,6 @@ def check_layers(model: nn.Module, layers: str | Sequence[str] | None) -> list[s
 
 
 # ---------------------------------------------------------------------- model helpers
-def check_model(model: Any, name: str = "model", float32_only: bool = True) -> nn.Module:
-    """``model`` if it is a ``torch.nn.Module`` (float32 with ``float32_only``); a TypeError or ValueError otherwise."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name}: expected a torch.nn.Module, got {type(model).__name__}")
-    if float32_only and model_dtype(model) != torch.float32:
-        raise ValueError(f"{name}: the baseline defenses run float32 models, got {type(model).__name__} with "
-                         f"{model_dtype(model)} parameters; pass a float32 model "
-                         f"(model.float() converts it in place; copy.deepcopy(model).float() leaves it as it is)")
-    return model
-
-
 @contextmanager
 def evaluating(model: nn.Module, name: str = "model") -> Iterator[nn.Module]:
     """Eval mode and no autograd inside the block; every submodule's mode is restored on exit.
@@ -272,28 +154,6 @@ def class_margin(values: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
     own = values.gather(1, index)[:, 0]
     rivals = values.scatter(1, index, float("-inf")).max(1).values
     return (own - rivals).numpy()
-
-
-def signed_margin(margin: np.ndarray, flagged: np.ndarray) -> np.ndarray:
-    """``margin`` float64 ``[N]`` with its sign made to agree with ``flagged`` ``[N]``: negative exactly where flagged.
-
-    Only boundary cases move: a flagged input whose margin is 0 (a tie lost to an earlier class),
-    slightly positive (rounding, where the flag came from a comparison on another scale) or NaN gets
-    the negative float nearest 0; an accepted one whose margin is slightly negative or NaN gets 0.
-
-    Examples
-    --------
-    A tie that ``argmax`` gave to an earlier class (flagged, margin 0) moves just below 0:
-
-    >>> import numpy as np
-    >>> decision = signed_margin(np.array([2.0, 0.0, 0.0, -1.0]), np.array([False, False, True, True]))
-    >>> decision < 0, bool(decision[2] == -np.nextafter(0.0, 1.0))
-    (array([False, False,  True,  True]), True)
-    """
-    margin = np.asarray(margin, dtype=np.float64)
-    flagged = np.asarray(flagged, dtype=bool)
-    below = np.nextafter(0.0, -1.0)
-    return np.where(flagged, np.fmin(margin, below), np.fmax(margin, 0.0))
 
 
 def warn_collapsed(predicted: np.ndarray, labels: np.ndarray | None, defense: str, stacklevel: int = 4) -> None:

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterator
 
+from ..detection import LayerwiseDetector
 from .activation_clustering import ActivationClustering
 from .base import Defense
 from .fine_pruning import FinePruning
 from .gaussian import LayerwiseGaussianDetector
 from .ibd_psc import IBDPSC
-from .layerwise import LayerwiseDefense
 from .randomized_smoothing import RandomizedSmoothing
 from .scale_up import ScaleUp
 from .scan import SCAn
@@ -104,7 +104,7 @@ REGISTRY: dict[str, DetectorSpec] = {
     "ac": entry(ActivationClustering, "AC", "baseline", "cheap", paper="ac"),
     "strip": entry(STRIP, "STRIP", "baseline", "expensive", paper="strip", samples="n_blends"),
     "scan": entry(SCAn, "SCAn", "baseline", "cheap", paper="scan"),
-    "layerwise": entry(LayerwiseDefense, "Ours", "paper", "cheap", paper="layerwise"),
+    "layerwise": entry(LayerwiseDetector, "Ours", "paper", "cheap", paper="layerwise"),
     # AC's default criterion (relative cluster size, as in Chen et al.) flags the *smaller* cluster, which on a
     # test set where triggered inputs outnumber benign ones is the benign one; "reference" flags the cluster
     # holding fewer reference samples. Shown beside the paper's AC.
@@ -113,8 +113,8 @@ REGISTRY: dict[str, DetectorSpec] = {
     "scale-up": entry(ScaleUp, "SCALE-UP", "recent", "expensive"),
     "ibd-psc": entry(IBDPSC, "IBD-PSC", "recent", "expensive"),
     "ted": entry(TED, "TED", "recent", "cheap"),
-    "layerwise-trajectory": entry(LayerwiseDefense, "Ours, trajectory", "option", "cheap", score="trajectory"),
-    "layerwise-trajectory-fpr5": entry(LayerwiseDefense, "Ours, trajectory @5%", "option", "cheap",
+    "layerwise-trajectory": entry(LayerwiseDetector, "Ours, trajectory", "option", "cheap", score="trajectory"),
+    "layerwise-trajectory-fpr5": entry(LayerwiseDetector, "Ours, trajectory @5%", "option", "cheap",
                                        score="trajectory", target_fpr=0.05),
     # per-layer class Gaussians, a threshold for a target FPR (not in the paper; benchmarks/low_fpr.py)
     "layerwise-gaussian": entry(LayerwiseGaussianDetector, "layerwise-gaussian", "standalone", "cheap"),
