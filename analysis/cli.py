@@ -93,7 +93,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .detection import LayerwiseDetector
     from .explore import LayerwiseExplorer
     from .pipeline import attacked_model
-    from .plotting import histogram_figure, write_html_report
+    from .plotting import plot_score_distribution, write_html_report
     from .training import TrainConfig
 
     if args.threads:
@@ -122,9 +122,9 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  LOI of target class {target}: layer {loi} of {det.n_layers_} "
           f"({det.layer_names_[loi - 1]}); scored layers {numbers['score_layers']}")
     print(f"  detector at tau = {args.tau}:  TPR {pct['tpr']:6.2f} %   FPR {pct['fpr']:6.2f} %   AUROC {pct['auroc']:6.2f} %")
-    sweep = explorer.rates_table((1.5, 2.0, 2.5, 3.0, 3.5))
+    sweep = explorer.threshold_sweep((1.5, 2.0, 2.5, 3.0, 3.5))  # Fig. 5's compute, as the app and fig5_threshold
     print("  TPR/FPR % over tau (Fig. 5): " + ", ".join(
-        f"tau {tau}: {row['TPR %']:.1f}/{row['FPR %']:.1f}" for tau, row in sweep.iterrows()))
+        f"tau {row.tau}: {row.TPR:.1f}/{row.FPR:.1f}" for row in sweep.itertuples()))
 
     # as in the paper's Sec. 3: the benign and poisoned evaluation inputs the model classifies as the target
     scored = numbers["score_layers"]
@@ -132,9 +132,8 @@ def _demo(args: argparse.Namespace) -> int:
     curves.update_layout(title=f"Layer-wise cosine similarity to class {target}'s benign centroids")
     figures = [
         curves,
-        histogram_figure(*explorer.score_distribution(target),
-                         f"Summed similarity at layers {scored} (inputs predicted as {target})", "score",
-                         threshold=explorer.threshold(target, args.tau)),
+        plot_score_distribution(*explorer.score_distribution(target), explorer.threshold(target, args.tau),
+                                f"Summed similarity at layers {scored} (inputs predicted as {target})", "score"),
     ]
     # the report names the checkpoint, not its absolute path: the file can be shared or moved
     shown = f"checkpoint {Path(run.loaded_from).name}" if run.loaded_from else source

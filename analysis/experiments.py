@@ -118,16 +118,17 @@ def tables12_detection(study: Study, defenses: tuple[str, ...] | None = None) ->
 def table4_rates(study: Study, rates: tuple[float, ...] = (0.01, 0.03, 0.05, 0.10)) -> tuple[pd.DataFrame, list]:
     """BadNets at several poisoning rates on the first architecture: MA, ASR, TPR, FPR (Table 4)."""
     arch = study.archs[0]
+    from .explore import model_rates  # the compute of the live RateApp too
+
     rows = []
     for rate in rates:
         name = badnets_rate_name(study.data.name, arch, rate)
         run = study.model(arch, "badnets", name=name, rate=rate)
         detector = LayerwiseDetector().fit(run.model, run.data.reference)
         found_p, found_b = detector.detect(run.model, run.poisoned_test), detector.detect(run.model, run.data.test)
-        rows.append({"arch": arch, "rate": rate * 100,
-                     "MA": main_accuracy(found_b.predicted, run.data.test.y.numpy()) * 100,
-                     "ASR": attack_success_rate(found_p.predicted, run.attack.target) * 100,
-                     "TPR": true_positive_rate(found_p.flagged) * 100, "FPR": false_positive_rate(found_b.flagged) * 100,
+        measured = model_rates(detector, run.attack.target, run.data.test.y.numpy(), found_b.predicted, found_b.scores,
+                               found_p.predicted, found_p.scores)
+        rows.append({"arch": arch, "rate": rate * 100, **{key: measured[key] for key in ("MA", "ASR", "TPR", "FPR")},
                      **paper.paper_columns("table4", arch, "badnets", at=rate)})
     return pd.DataFrame(rows), []
 
@@ -180,6 +181,9 @@ def table7_adaptive(study: Study, betas: tuple[float, ...] | None = None) -> tup
 
 # ---------------------------------------------------------------------- Table 8 and Fig. 5
 def _tau_sweep(study: Study, arch: str, attack: str, metric: str, taus) -> list[dict]:
+    """:func:`analysis.explore.threshold_sweep` (the live ThresholdApp's compute) on each redraw: rows run, tau, TPR, FPR."""
+    from .explore import threshold_sweep
+
     run = study.model(arch, attack)
     rows = []
     for r in range(study.runs):
@@ -187,10 +191,8 @@ def _tau_sweep(study: Study, arch: str, attack: str, metric: str, taus) -> list[
         poisoned = run.attack.poisoned_test_set(benign)
         detector = LayerwiseDetector(metric=metric).fit(run.model, reference)
         found_p, found_b = detector.detect(run.model, poisoned), detector.detect(run.model, benign)
-        for tau in taus:
-            rows.append({"run": r, "tau": tau,
-                         "TPR": true_positive_rate(detector.flag_scores(found_p.scores, found_p.predicted, tau)) * 100,
-                         "FPR": false_positive_rate(detector.flag_scores(found_b.scores, found_b.predicted, tau)) * 100})
+        sweep = threshold_sweep(detector, found_b.scores, found_b.predicted, found_p.scores, found_p.predicted, taus)
+        rows.extend({"run": r, **row} for row in sweep.to_dict("records"))
     return rows
 
 
@@ -215,8 +217,11 @@ def table8_metrics(study: Study) -> tuple[pd.DataFrame, list]:
 
 def fig5_threshold(study: Study, taus=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0)) -> tuple[pd.DataFrame, list]:
     """TPR and FPR over tau for BadNets and WaNet on every architecture (Fig. 5); the study's first attack
-    when it has neither (e.g. ``--attacks`` naming a new attack only)."""
-    import plotly.graph_objects as go
+    when it has neither (e.g. ``--attacks`` naming a new attack only).
+
+    The live ThresholdApp's compute and plot (:func:`analysis.explore.threshold_sweep`,
+    :func:`analysis.plotting.plot_threshold_sweep`); this experiment adds the redraws and their mean."""
+    from .plotting import plot_threshold_sweep
 
     rows = []
     for arch in study.archs:
@@ -225,14 +230,7 @@ def fig5_threshold(study: Study, taus=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0)) -> tuple[p
                 rows.append({"arch": arch, "attack": attack, **row})
     raw = pd.DataFrame(rows)
     table = raw.groupby(["arch", "attack", "tau"]).agg(TPR=("TPR", "mean"), FPR=("FPR", "mean")).reset_index()
-    fig = go.Figure()
-    for (arch, attack), part in table.groupby(["arch", "attack"]):
-        fig.add_trace(go.Scatter(x=part.tau, y=part.TPR, mode="lines+markers", name=f"TPR {arch} {attack}"))
-        fig.add_trace(go.Scatter(x=part.tau, y=part.FPR, mode="lines+markers", name=f"FPR {arch} {attack}",
-                                 line=dict(dash="dash")))
-    fig.update_layout(title="Fig. 5: impact of the threshold tau", xaxis_title="tau", yaxis_title="%",
-                      template="plotly_white")
-    return table, [("fig5_threshold", fig)]
+    return table, [("fig5_threshold", plot_threshold_sweep(table, "Fig. 5: impact of the threshold tau"))]
 
 
 # ---------------------------------------------------------------------- Figs. 2/3/7/8 and 6
@@ -271,9 +269,11 @@ def fig6_scores(study: Study) -> tuple[pd.DataFrame, list]:
 
     The paper shows LC; when LC left no working backdoor (fewer than ``MIN_FIG6_POISONED`` triggered
     inputs reach the target, as on digits) there is no poisoned distribution to draw, and BadNets is
-    shown instead; the ``attack`` column says which.
+    shown instead; the ``attack`` column says which. The live ScoreApp's compute and plot
+    (:func:`analysis.explore.score_distribution`, :func:`analysis.plotting.plot_score_distribution`).
     """
-    from .plotting import histogram_figure
+    from .explore import score_distribution
+    from .plotting import plot_score_distribution
 
     preferred = lc_and_badnets_else_first(study.attacks)
     rows, figures = [], []
@@ -285,13 +285,13 @@ def fig6_scores(study: Study) -> tuple[pd.DataFrame, list]:
             found_b, found_p = detector.detect(run.model, run.data.test), detector.detect(run.model, run.poisoned_test)
             if np.sum(found_p.predicted == target) >= MIN_FIG6_POISONED:
                 break
-        benign = found_b.scores[found_b.predicted == target]
-        poisoned = found_p.scores[found_p.predicted == target]
+        benign, poisoned = score_distribution(found_b.scores, found_b.predicted, found_p.scores, found_p.predicted,
+                                              target)
         rows.append({"arch": arch, "attack": attack, "benign_mean": benign.mean(), "poisoned_mean":
                      poisoned.mean() if len(poisoned) else np.nan, "threshold": detector.thresholds()[target]})
-        figures.append((f"fig6_scores_{arch}_{attack}", histogram_figure(
-            benign, poisoned, f"{arch} + {attack}: summed similarity at layers {list(detector.score_layers_[target])}",
-            "score", threshold=detector.thresholds()[target])))
+        figures.append((f"fig6_scores_{arch}_{attack}", plot_score_distribution(
+            benign, poisoned, detector.thresholds()[target],
+            f"{arch} + {attack}: summed similarity at layers {list(detector.score_layers_[target])}", "score")))
     return pd.DataFrame(rows), figures
 
 

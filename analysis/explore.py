@@ -31,11 +31,93 @@ from .detection import LayerwiseDetector
 from .detector_inputs import check_tau
 from .features import iter_features
 from .plotting import histogram_figure, layerwise_curve_figure
-from .metrics import attack_success_rate, auroc, main_accuracy, roc_points
+from .metrics import attack_success_rate, auroc, false_positive_rate, main_accuracy, roc_points, true_positive_rate
 from .operating_point import detector_tau, tau_label
 from .similarity import EPS
 
 TAU_MIN, TAU_MAX, TAU_STEP = 0.5, 4.0, 0.1
+
+
+# ---------------------------------------------------------------------- the figure families' computations
+# One function per family, on the detector's scores: the live apps pass an explorer's precomputed arrays, the
+# batch experiments (analysis.experiments) the arrays of LayerwiseDetector.detect on each redraw.
+def threshold_sweep(detector: LayerwiseDetector, benign_scores: np.ndarray, benign_predicted: np.ndarray,
+                    poisoned_scores: np.ndarray, poisoned_predicted: np.ndarray,
+                    taus: Sequence[float | None]) -> pd.DataFrame:
+    """Fig. 5 and Table 8: the detector's TPR and FPR (%) at each threshold in ``taus``.
+
+    Parameters
+    ----------
+    detector : LayerwiseDetector
+        The fitted detector; an input is flagged as :meth:`LayerwiseDetector.flag_scores` flags it, against
+        its predicted class.
+    benign_scores, benign_predicted : numpy.ndarray
+        The raw scores and predicted classes ``[Nb]`` of the benign inputs.
+    poisoned_scores, poisoned_predicted : numpy.ndarray
+        The same ``[Np]`` of the poisoned inputs.
+    taus : sequence of float or None
+        The thresholds, in standard deviations; None is the detector's own (:func:`detector_tau`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per tau: ``tau``, ``TPR`` (flagged poisoned inputs, %), ``FPR`` (flagged benign inputs, %).
+        :func:`analysis.plotting.plot_threshold_sweep` draws it.
+    """
+    rows = []
+    for tau in taus:
+        tau = None if tau is None else check_tau(tau)
+        rows.append({"tau": detector_tau(detector) if tau is None else tau,
+                     "TPR": true_positive_rate(detector.flag_scores(poisoned_scores, poisoned_predicted, tau)) * 100,
+                     "FPR": false_positive_rate(detector.flag_scores(benign_scores, benign_predicted, tau)) * 100})
+    return pd.DataFrame(rows, columns=["tau", "TPR", "FPR"])
+
+
+def score_distribution(benign_scores: np.ndarray, benign_predicted: np.ndarray, poisoned_scores: np.ndarray,
+                       poisoned_predicted: np.ndarray, class_: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fig. 6: the scores of the benign and of the poisoned inputs the model predicts as ``class_``.
+
+    Parameters
+    ----------
+    benign_scores, benign_predicted, poisoned_scores, poisoned_predicted : numpy.ndarray
+        The detector's raw scores and the predicted classes, as in :func:`threshold_sweep`.
+    class_ : int
+        The class (Fig. 6: the attack's target).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(benign [nb], poisoned [np])``; :func:`analysis.plotting.plot_score_distribution` draws them.
+    """
+    return benign_scores[benign_predicted == class_], poisoned_scores[poisoned_predicted == class_]
+
+
+def model_rates(detector: LayerwiseDetector, target: int, benign_labels: np.ndarray, benign_predicted: np.ndarray,
+                benign_scores: np.ndarray, poisoned_predicted: np.ndarray,
+                poisoned_scores: np.ndarray) -> dict[str, float | int]:
+    """Tables 4 and 7: one model's MA and ASR, and the detector's TPR and FPR at its own threshold.
+
+    Parameters
+    ----------
+    detector : LayerwiseDetector
+        The fitted detector (flags as :meth:`LayerwiseDetector.flag_scores` with its own tau).
+    target : int
+        The attack's target class.
+    benign_labels : numpy.ndarray
+        The true labels ``[Nb]`` of the benign inputs.
+    benign_predicted, benign_scores, poisoned_predicted, poisoned_scores : numpy.ndarray
+        As in :func:`threshold_sweep`.
+
+    Returns
+    -------
+    dict
+        ``MA``, ``ASR``, ``TPR``, ``FPR`` (%) and ``LOI`` (the target's layer of interest).
+    """
+    return {"MA": main_accuracy(benign_predicted, benign_labels) * 100,
+            "ASR": attack_success_rate(poisoned_predicted, target) * 100,
+            "TPR": true_positive_rate(detector.flag_scores(poisoned_scores, poisoned_predicted)) * 100,
+            "FPR": false_positive_rate(detector.flag_scores(benign_scores, benign_predicted)) * 100,
+            "LOI": int(detector.loi_[target])}
 
 
 class LayerwiseExplorer:
@@ -204,11 +286,21 @@ class LayerwiseExplorer:
             f"inputs flagged), FPR {100 * s['fpr']:.1f} % ({s['flagged_benign']}/{s['n_benign']} benign inputs flagged)",
         ])
 
+    def threshold_sweep(self, taus: Sequence[float | None]) -> pd.DataFrame:
+        """:func:`threshold_sweep` (Fig. 5) on the precomputed scores: columns ``tau``, ``TPR``, ``FPR`` (%)."""
+        return threshold_sweep(self.detector, self.benign_scores, self.benign_predicted, self.poisoned_scores,
+                               self.poisoned_predicted, taus)
+
     def rates_table(self, taus: Sequence[float]) -> pd.DataFrame:
-        """TPR and FPR in percent for each threshold in ``taus`` (index: tau)."""
-        rows = [self.rates(tau) for tau in taus]
-        return pd.DataFrame({"TPR %": [100 * r["tpr"] for r in rows], "FPR %": [100 * r["fpr"] for r in rows]},
-                            index=pd.Index([r["tau"] for r in rows], name="tau"))
+        """TPR and FPR in percent for each threshold in ``taus`` (index: tau): :meth:`threshold_sweep` indexed by tau."""
+        sweep = self.threshold_sweep(taus)
+        return pd.DataFrame({"TPR %": sweep.TPR.to_numpy(), "FPR %": sweep.FPR.to_numpy()},
+                            index=pd.Index(sweep.tau, name="tau"))
+
+    def model_rates(self) -> dict[str, float | int]:
+        """:func:`model_rates` (a row of Tables 4 and 7) on the precomputed arrays: MA, ASR, TPR, FPR (%) and LOI."""
+        return model_rates(self.detector, self.target, self.benign_labels, self.benign_predicted, self.benign_scores,
+                           self.poisoned_predicted, self.poisoned_scores)
 
     def layer_table(self, class_: int) -> pd.DataFrame:
         """Per layer (index 1..L): module path, mean benign and poisoned similarity to ``class_``, their gap, LOI marks."""
@@ -232,9 +324,8 @@ class LayerwiseExplorer:
 
     def score_distribution(self, class_: int) -> tuple[np.ndarray, np.ndarray]:
         """``(benign [Nb], poisoned [Np])`` detector scores of the inputs predicted as ``class_`` (Fig. 6)."""
-        class_ = self._check_class(class_)
-        return (self.benign_scores[self.benign_predicted == class_],
-                self.poisoned_scores[self.poisoned_predicted == class_])
+        return score_distribution(self.benign_scores, self.benign_predicted, self.poisoned_scores,
+                                  self.poisoned_predicted, self._check_class(class_))
 
     def roc(self) -> dict[str, np.ndarray | float]:
         """ROC curve over all benign vs all poisoned inputs: ``fpr``, ``tpr`` (fractions), ``auroc``.
@@ -311,4 +402,4 @@ class LayerwiseExplorer:
 
 
 
-__all__ = ["LayerwiseExplorer"]
+__all__ = ["LayerwiseExplorer", "model_rates", "score_distribution", "threshold_sweep"]

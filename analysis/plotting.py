@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["BENIGN_COLOR", "LOI_COLOR", "PLOTLY_JS", "POISONED_COLOR", "histogram_figure",
-           "layerwise_curve_figure", "make_html_offline", "roc_figure", "stability_figure", "write_figure_html",
-           "write_html_report"]
+           "layerwise_curve_figure", "make_html_offline", "plot_score_distribution", "plot_threshold_sweep",
+           "roc_figure", "stability_figure", "write_figure_html", "write_html_report"]
 
 BENIGN_COLOR = "#2ca02c"
 POISONED_COLOR = "#d62728"
@@ -100,6 +100,79 @@ def histogram_figure(
     if standalone:
         fig.update_layout(title=title, barmode="overlay", template="plotly_white")
     return fig
+
+
+def plot_threshold_sweep(sweep: pd.DataFrame, title: str = "Fig. 5: impact of the threshold tau", *,
+                         x_title: str = "tau", fig: go.Figure | None = None, row: int | None = None,
+                         col: int | None = None) -> go.Figure:
+    """Fig. 5 (and Table 8's curves): TPR and FPR over the threshold tau, the plot of :func:`analysis.explore.threshold_sweep`.
+
+    Parameters
+    ----------
+    sweep : pandas.DataFrame
+        Columns ``tau``, ``TPR`` and ``FPR`` (%), as :func:`analysis.explore.threshold_sweep` returns them.
+        With columns ``arch`` and ``attack`` (the batch experiment's mean over redraws, one block of rows per
+        model), one pair of curves per model, named ``"TPR <arch> <attack>"`` / ``"FPR <arch> <attack>"``,
+        with markers, FPR dashed; without them, one pair named ``"TPR"`` / ``"FPR"`` in the poisoned / benign
+        colours (the live app's single model).
+    title : str
+        The title of a standalone figure (ignored when drawing into ``fig``).
+    x_title : str
+        The x axis title.
+    fig, row, col : plotly.graph_objects.Figure, int, int
+        Draw into that subplot of ``fig`` (its layout left alone but for the axes titles) instead of a new figure.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        ``fig``, or the new figure.
+    """
+    standalone = fig is None
+    fig = go.Figure() if standalone else fig
+    cell = _cell(row, col)
+    if {"arch", "attack"} <= set(sweep.columns):
+        for (arch, attack), part in sweep.groupby(["arch", "attack"]):
+            fig.add_trace(go.Scatter(x=part.tau, y=part.TPR, mode="lines+markers", name=f"TPR {arch} {attack}"), **cell)
+            fig.add_trace(go.Scatter(x=part.tau, y=part.FPR, mode="lines+markers", name=f"FPR {arch} {attack}",
+                                     line=dict(dash="dash")), **cell)
+    else:
+        fig.add_trace(go.Scatter(x=sweep.tau, y=sweep.TPR, name="TPR", line=dict(color=POISONED_COLOR)), **cell)
+        fig.add_trace(go.Scatter(x=sweep.tau, y=sweep.FPR, name="FPR", line=dict(color=BENIGN_COLOR)), **cell)
+    fig.update_xaxes(title_text=x_title, **cell)
+    fig.update_yaxes(title_text="%", **cell)
+    if standalone:
+        fig.update_layout(title=title, template="plotly_white")
+    return fig
+
+
+def plot_score_distribution(benign: np.ndarray, poisoned: np.ndarray, threshold: float | None, title: str = "",
+                            x_title: str = "score", *, threshold_label: str = "threshold", fig: go.Figure | None = None,
+                            row: int | None = None, col: int | None = None, showlegend: bool = True) -> go.Figure:
+    """Fig. 6: the detector's scores of benign and poisoned inputs predicted as one class, and its threshold.
+
+    The plot of :func:`analysis.explore.score_distribution`: overlaid histograms (:func:`histogram_figure`)
+    with the threshold ``mu - tau sigma`` dashed.
+
+    Parameters
+    ----------
+    benign, poisoned : numpy.ndarray
+        The scores ``[Nb]`` and ``[Np]`` of the inputs predicted as the class.
+    threshold : float or None
+        The class's threshold (none drawn when None or not finite).
+    title, x_title : str
+        The title of a standalone figure, and the x axis title.
+    threshold_label : str
+        The threshold line's annotation.
+    fig, row, col, showlegend :
+        As :func:`histogram_figure`: draw into that subplot of ``fig``; ``showlegend`` False hides the entries.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        ``fig``, or the new figure.
+    """
+    return histogram_figure(benign, poisoned, title, x_title, threshold=threshold, threshold_label=threshold_label,
+                            fig=fig, row=row, col=col, showlegend=showlegend)
 
 
 def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, *, fig: go.Figure | None = None,

@@ -15,6 +15,7 @@ from ..explore import TAU_MAX, TAU_MIN, TAU_STEP, LayerwiseExplorer
 from ..models import ARCHITECTURES
 from ..operating_point import tau_label
 from ..paper_results import ADAPTIVE_BETAS, TABLE4_RATES
+from .. import plotting
 from ..plotting import BENIGN_COLOR, LOI_COLOR, POISONED_COLOR, histogram_figure, layerwise_curve_figure
 from ..workbench import Workbench
 from .base import FIGURE_WIDTH, App, check_model_choice, dropdown, percent, slider
@@ -137,9 +138,9 @@ def explorer_figure(explorer: LayerwiseExplorer, class_: int, layer: int, tau: f
     on_benign, on_poisoned = explorer.histogram_data(layer, class_)
     histogram_figure(on_benign, on_poisoned, "", "cosine similarity", fig=fig, row=2, col=1)
     scores_benign, scores_poisoned = explorer.score_distribution(class_)
-    histogram_figure(scores_benign, scores_poisoned, "", "summed similarity",
-                     threshold=explorer.threshold(class_, tau), threshold_label=f"μ − {tau:.1f}σ",
-                     fig=fig, row=2, col=2, showlegend=False)
+    plotting.plot_score_distribution(scores_benign, scores_poisoned, explorer.threshold(class_, tau), "",
+                                     "summed similarity", threshold_label=f"μ − {tau:.1f}σ", fig=fig, row=2, col=2,
+                                     showlegend=False)
     model_layout(fig, 780, f"{label}: inputs the model classifies as class {class_}")
     return fig, f"{model_text(explorer)}<br>{explorer.readout(tau)}<br>{class_text(explorer, class_, tau)}"
 
@@ -173,20 +174,18 @@ class ThresholdApp(ModelApp):
 
     def draw(self, arch: str, attack: str, metric: str, tau: float) -> tuple[go.Figure, str]:
         explorer = self.workbench.explorer(arch, attack, metric=metric)
-        sweep = explorer.rates_table(TAU_GRID)
+        sweep = explorer.threshold_sweep(TAU_GRID)
         roc, here = explorer.roc(), explorer.rates(tau)
         fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
             f"TPR and FPR over the threshold τ (dashed: τ = {tau:.1f})",
             f"ROC curve (AUROC {100 * roc['auroc']:.1f} %), FPR on a log scale"))
-        fig.add_trace(go.Scatter(x=sweep.index, y=sweep["TPR %"], name="TPR", line=dict(color=POISONED_COLOR)), 1, 1)
-        fig.add_trace(go.Scatter(x=sweep.index, y=sweep["FPR %"], name="FPR", line=dict(color=BENIGN_COLOR)), 1, 1)
+        plotting.plot_threshold_sweep(sweep, x_title="τ (standard deviations)", fig=fig, row=1, col=1)
         fig.add_vline(x=tau, line_dash="dash", line_color="black", row=1, col=1)  # labelled in the panel's title
         fig.add_trace(go.Scatter(x=log_fpr(100 * roc["fpr"]), y=100 * roc["tpr"], name="ROC", line_shape="hv",
                                  line=dict(color=LOI_COLOR)), 1, 2)
         fig.add_trace(go.Scatter(x=log_fpr([100 * here["fpr"]]), y=[100 * here["tpr"]], mode="markers",
                                  name=f"τ = {tau:.1f}", marker=dict(size=12, color="black")), 1, 2)
-        fig.update_xaxes(title_text="τ (standard deviations)", row=1, col=1)
-        fig.update_yaxes(title_text="%", range=[-2, 102], row=1, col=1)
+        fig.update_yaxes(range=[-2, 102], row=1, col=1)
         fig.update_xaxes(title_text=f"FPR % (0 drawn at {FPR_FLOOR:g})", type="log", range=[np.log10(FPR_FLOOR), 2],
                          tickvals=[0.1, 0.5, 1, 5, 10, 50, 100], ticktext=["0.1", "0.5", "1", "5", "10", "50", "100"],
                          row=1, col=2)
@@ -206,9 +205,9 @@ class ScoreApp(ModelApp):
         target = explorer.target
         benign, poisoned = explorer.score_distribution(target)
         threshold = explorer.threshold(target, tau)
-        fig = histogram_figure(benign, poisoned, "", f"score: summed similarity at layers "
-                               f"{list(explorer.detector.score_layers_[target])}", threshold=threshold,
-                               threshold_label=f"μ − {tau:.1f}σ")
+        fig = plotting.plot_score_distribution(benign, poisoned, threshold, "", f"score: summed similarity at layers "
+                                               f"{list(explorer.detector.score_layers_[target])}",
+                                               threshold_label=f"μ − {tau:.1f}σ")
         model_layout(fig, 440, f"{arch} + {attack}: scores of inputs classified as the target class {target}")
         below_b, below_p = int(np.sum(benign < threshold)), int(np.sum(poisoned < threshold))
         text = (f"threshold μ − τσ = {threshold:.3f}: {below_p}/{len(poisoned)} poisoned and {below_b}/{len(benign)} "
@@ -220,9 +219,8 @@ def variant_table(explorers: dict) -> pd.DataFrame:
     """MA, ASR, TPR and FPR (%, at each detector's tau) and the target's LOI per model variant (index: the dict's keys, sorted)."""
     rows = {}
     for key in sorted(explorers):
-        s = explorers[key].summary()
-        rows[key] = {"MA %": 100 * s["ma"], "ASR %": 100 * s["asr"], "TPR %": 100 * s["tpr"], "FPR %": 100 * s["fpr"],
-                     "LOI": s["loi"]}
+        s = explorers[key].model_rates()  # analysis.explore.model_rates, as table4_rates computes each row
+        rows[key] = {"MA %": s["MA"], "ASR %": s["ASR"], "TPR %": s["TPR"], "FPR %": s["FPR"], "LOI": s["LOI"]}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
