@@ -333,8 +333,8 @@ class LayerwiseExplorer:
         The score is the detector's :meth:`~LayerwiseDetector.suspicion` (standardised per predicted
         class), so the detector's operating point at any tau lies on this curve.
         """
-        benign = self.detector.suspicion(self.benign_scores, self.benign_predicted)
-        poisoned = self.detector.suspicion(self.poisoned_scores, self.poisoned_predicted)
+        benign = self.detector.suspicion_from_scores(self.benign_scores, self.benign_predicted)
+        poisoned = self.detector.suspicion_from_scores(self.poisoned_scores, self.poisoned_predicted)
         fpr, tpr = roc_points(benign, poisoned)
         return {"fpr": fpr, "tpr": tpr, "auroc": auroc(benign, poisoned)}
 

@@ -76,8 +76,8 @@ def one_model(run, data, max_eval: int, seed: int = 0) -> tuple[dict, pd.DataFra
            "n benign": len(inputs.benign), "n reached": len(reached)}
     for name, detector in (("paper", paper), ("gaussian", gaussian)):
         if name == "paper":
-            sb = detector.suspicion(explorer.benign_scores, explorer.benign_predicted)
-            sp = detector.suspicion(explorer.poisoned_scores, explorer.poisoned_predicted)
+            sb = detector.suspicion_from_scores(explorer.benign_scores, explorer.benign_predicted)
+            sp = detector.suspicion_from_scores(explorer.poisoned_scores, explorer.poisoned_predicted)
             fb = detector.flag_scores(explorer.benign_scores, explorer.benign_predicted)
             fp = detector.flag_scores(explorer.poisoned_scores, explorer.poisoned_predicted)
         else:

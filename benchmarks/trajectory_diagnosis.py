@@ -89,8 +89,8 @@ def one_run(run, reference, benign, poisoned) -> tuple[dict[str, float], list[fl
     classes = explorer.classes
     z_benign = z_scores(trajectory, explorer.benign_similarity, explorer.benign_predicted, classes)
     z_poisoned = z_scores(trajectory, explorer.poisoned_similarity, explorer.poisoned_predicted, classes)
-    paper_b = paper.suspicion(explorer.benign_scores, explorer.benign_predicted)
-    paper_p = paper.suspicion(explorer.poisoned_scores, explorer.poisoned_predicted)
+    paper_b = paper.suspicion_from_scores(explorer.benign_scores, explorer.benign_predicted)
+    paper_p = paper.suspicion_from_scores(explorer.poisoned_scores, explorer.poisoned_predicted)
     scores = {"paper rule (sum at LOI-2..LOI, standardised)": auroc(paper_b, paper_p)}
     benign_v = variants(z_benign, trajectory.trajectory_precision_)
     poisoned_v = variants(z_poisoned, trajectory.trajectory_precision_)

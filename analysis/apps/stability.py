@@ -67,7 +67,7 @@ class StabilityApp(App):
         key = (arch, attack, run)
         if key not in self._runs:
             model, reference, benign, poisoned = evaluation_inputs(self.workbench, arch, attack, run, self.max_eval)
-            detector = build_detector("layerwise", seed=run).fit(model.model, reference).detector_
+            detector = build_detector("layerwise", seed=run).fit(model.model, reference)
             found = detector.detect(model.model, torch.cat([benign.x, poisoned.x]))
             self._runs[key] = {"detector": detector, "scores": found.scores, "predicted": found.predicted,
                                "n_benign": len(benign), "n_poisoned": len(poisoned),
