@@ -1,4 +1,6 @@
-"""The apps (``analysis/apps``) sit beside the batch layer, not on top of it: none imports it.
+"""Module boundaries: the apps do not import the batch layer, and no module imports another's private names.
+
+The apps (``analysis/apps``) sit beside the batch layer, not on top of it: none imports it.
 
 The batch layer is what ``python -m analysis reproduce`` runs: the experiment functions
 (``analysis.experiments``), the runner (``analysis.reproduce``) and its backends (``analysis.backends``). A
@@ -46,3 +48,27 @@ def test_the_check_sees_relative_absolute_and_lazy_imports(tmp_path):
         assert _batch_imports(path), source
     (tmp_path / "app.py").write_text("from ..metrics import trigger_psnr\nfrom .base import App\n")
     assert _batch_imports(tmp_path / "app.py") == []
+
+
+PACKAGE = APPS.parent
+
+
+def _private_imports(path: Path) -> list[str]:
+    """``module.name`` for every private name (one leading underscore) that ``path`` imports from another module."""
+    return sorted(f"{node.module or '.'}.{alias.name}"
+                  for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                  if isinstance(node, ast.ImportFrom) and node.module != "__future__"
+                  for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__"))
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_a_private_name_of_another(path):
+    assert _private_imports(path) == [], (f"{path.relative_to(PACKAGE)} imports private names; make them public "
+                                          "(numpydoc docstring) or move the code that needs them")
+
+
+def test_the_private_name_check_sees_one_underscore_not_dunders(tmp_path):
+    path = tmp_path / "module.py"
+    path.write_text("from .comparison import _base, paper_key\nfrom __future__ import annotations\n"
+                    "from .x import __version__\n")
+    assert _private_imports(path) == ["comparison._base"]
