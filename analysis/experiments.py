@@ -26,7 +26,7 @@ from .comparison import (DETECTION_COLUMNS, LAYERWISE_OPTIONS, VARIANTS, Detecto
                          summarize_runs)
 from .critical_features import table5_features
 from .detection import LayerwiseDetector
-from .features import paper_layers, predict_classes
+from .features import predict_classes
 from .metrics import (attack_metrics, attack_success_rate, false_positive_rate, main_accuracy, trigger_psnr,
                       true_positive_rate)
 from .model_plan import (badnets_and_wanet_else_first, badnets_only, iad_else_badnets, lc_and_badnets_else_first,

@@ -330,8 +330,8 @@ class LayerwiseExplorer:
     def roc(self) -> dict[str, np.ndarray | float]:
         """ROC curve over all benign vs all poisoned inputs: ``fpr``, ``tpr`` (fractions), ``auroc``.
 
-        The score is the detector's :meth:`~LayerwiseDetector.suspicion` (standardised per predicted
-        class), so the detector's operating point at any tau lies on this curve.
+        The score is the detector's :meth:`~LayerwiseDetector.suspicion_from_scores` (the raw score standardised
+        per predicted class), so the detector's operating point at any tau lies on this curve.
         """
         benign = self.detector.suspicion_from_scores(self.benign_scores, self.benign_predicted)
         poisoned = self.detector.suspicion_from_scores(self.poisoned_scores, self.poisoned_predicted)
